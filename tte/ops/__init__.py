@@ -1,0 +1,76 @@
+"""The op catalogue: every IR op is defined once, in its own module, and registered here.
+
+An op module registers an `OpDef` with its numpy reference (bit-exact TFLite Micro integer math), its MAC count
+and its test cases. The C kernel binding lives in `codegen/ops.py` (op -> C table) and the kernels in
+`runtime_c/src/<op>.c`.
+
+IR conventions (all ops): activations int8 NHWC; weights int8 symmetric per output channel; biases int32 with
+scale s_in * s_w[c]; every `act` attribute is the integer clamp `(act_min, act_max)` applied to the output.
+
+| op                 | inputs          | attributes                                                       |
+|--------------------|-----------------|------------------------------------------------------------------|
+| conv2d             | x, w[O,KH,KW,I], b[O] | stride (sh, sw), pad (top, left, bottom, right), act        |
+| depthwise_conv2d   | x, w[1,KH,KW,C*M], b[C*M] | stride, pad, multiplier M, act                          |
+| fully_connected    | x[1,..], w[O,I], b[O] | act (weights per-tensor or per-channel)                   |
+| add                | a, b (same shape) | act                                                              |
+| avg_pool2d         | x               | kernel (kh, kw), stride, pad, act (s_in == s_out, zp_in == zp_out) |
+| mean               | x               | axes (spatial), keepdims                                         |
+| pad                | x               | pads ((before, after) per axis), pads with the zero point        |
+| reshape            | x               | (output shape is the output tensor's); a no-op on the bytes      |
+| transpose          | x               | perm                                                             |
+| lut                | x               | table: 256 int8 values indexed by x + 128                        |
+| softmax            | x               | beta                                                             |
+| requantize         | x               | (int8 -> int8 with new scale/zero point)                         |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tte.ir import Graph, Node
+
+Reference = Callable[[Node, Graph, Sequence[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    reference: Reference
+    macs: Callable[[Node, Graph], int] = lambda node, graph: 0
+    # Small IR graphs that exercise the op (used by the oracle and kernel tests).
+    cases: Callable[[], list[Graph]] = field(default=lambda: [])
+    # True when the output may share the input's bytes (reshape): the planner aliases them.
+    inplace_alias: bool = False
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef:
+    return OPS[name]
+
+
+def _load_all() -> None:
+    # Import for the side effect of registration; the list is the catalogue.
+    from tte.ops import (  # noqa: F401
+        add,
+        conv2d,
+        fully_connected,
+        lut,
+        pool,
+        requantize,
+        shape_ops,
+    )
+
+
+_load_all()
