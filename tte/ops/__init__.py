@@ -18,8 +18,8 @@ scale s_in * s_w[c]; every `act` attribute is the integer clamp `(act_min, act_m
 | pad                | x               | pads ((before, after) per axis), pads with the zero point        |
 | reshape            | x               | (output shape is the output tensor's); a no-op on the bytes      |
 | transpose          | x               | perm                                                             |
-| lut                | x               | table: 256 int8 values indexed by x + 128                        |
-| softmax            | x               | beta                                                             |
+| lut                | x               | table: 256 int8 values (index x + 128), source_op (optional)     |
+| softmax            | x               | beta (float); over the last axis; output q(1/256, -128)          |
 | requantize         | x               | (int8 -> int8 with new scale/zero point)                         |
 """
 
@@ -70,6 +70,7 @@ def _load_all() -> None:
         pool,
         requantize,
         shape_ops,
+        softmax,
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tte.ir import Graph, Node
 from tte.ops import OpDef, register
 from tte.ops import cases as C
-from tte.quant import mbqm, quantize_multiplier
+from tte.quant import activation_range, mbqm, quantize_multiplier
 
 LEFT_SHIFT = 20
 
@@ -37,19 +37,20 @@ def add_reference(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> lis
     return [np.clip(out, lo, hi).astype(np.int8)]
 
 
-def _add_case(name: str, shape: tuple, sa: float, sb: float, so: float, act: tuple, seed: int) -> Graph:
+def _add_case(name: str, shape: tuple, sa: float, sb: float, so: float, act: str, seed: int) -> Graph:
     rng = np.random.default_rng(seed)
     a = C.activation(f"{name}_a", shape, sa, int(rng.integers(-20, 20)))
     b = C.activation(f"{name}_b", shape, sb, int(rng.integers(-20, 20)))
     y = C.activation(f"{name}_y", shape, so, int(rng.integers(-20, 20)))
-    return C.single_node("add", name, [a, b], [y], act=act)
+    return C.single_node("add", name, [a, b], [y], act=activation_range(act, so, y.quant.zp))
 
 
 def add_cases() -> list[Graph]:
     return [
-        _add_case("add_same_scale", (1, 4, 4, 8), 0.05, 0.05, 0.1, (-128, 127), 0),
-        _add_case("add_mixed", (1, 3, 5, 6), 0.02, 0.07, 0.06, (-128, 127), 1),
-        _add_case("add_relu", (1, 2, 2, 16), 0.1, 0.03, 0.08, (0, 127), 2),
+        _add_case("add_same_scale", (1, 4, 4, 8), 0.05, 0.05, 0.1, "none", 0),
+        _add_case("add_mixed", (1, 3, 5, 6), 0.02, 0.07, 0.06, "none", 1),
+        _add_case("add_relu", (1, 2, 2, 16), 0.1, 0.03, 0.08, "relu", 2),
+        _add_case("add_relu6", (1, 3, 3, 8), 0.05, 0.04, 0.03, "relu6", 3),
     ]
 
 

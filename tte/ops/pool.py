@@ -10,7 +10,7 @@ from tte.ir import Graph, Node
 from tte.ops import OpDef, register
 from tte.ops import cases as C
 from tte.ops.conv2d import out_size
-from tte.quant import mbqm, quantize_multiplier
+from tte.quant import activation_range, mbqm, quantize_multiplier
 
 
 def _c_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -51,32 +51,42 @@ def mean_reference(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> li
     x = inputs[0].astype(np.int64)
     n = int(np.prod([x.shape[a] for a in axes]))
     total = x.sum(axis=axes, keepdims=True) - qx.zp * n
+    # TFLite Micro's source (reduce_common.cc, EvalIntegerMean) has a plain-division path (raw sum / N,
+    # truncating) when input and output quantization are equal, but the tflite-micro build we test against
+    # rescales through the multiplier path below in that case too (checked bit for bit by the mean_same_q cases
+    # of tests/test_ops_oracle.py; the plain division differed in 1 LSB on most outputs). We follow the oracle.
     m, s = mean_params(qx.s, qy.s, n)
     y = np.clip(mbqm(total, m, s) + qy.zp, -128, 127).astype(np.int8)
     return [y.reshape(graph[node.outputs[0]].shape)]
 
 
-def _pool_case(name: str, hw: tuple, c: int, k: int, s: int, pad: tuple, seed: int) -> Graph:
+def _pool_case(name: str, hw: tuple, c: int, k: tuple, s: tuple, pad: tuple, seed: int, act: str = "none") -> Graph:
     rng = np.random.default_rng(seed)
     zp = int(rng.integers(-10, 10))
     x = C.activation(f"{name}_x", (1, *hw, c), 0.05, zp)
-    oh, ow = out_size(hw[0], k, s, pad[0], pad[2]), out_size(hw[1], k, s, pad[1], pad[3])
+    oh, ow = out_size(hw[0], k[0], s[0], pad[0], pad[2]), out_size(hw[1], k[1], s[1], pad[1], pad[3])
     y = C.activation(f"{name}_y", (1, oh, ow, c), 0.05, zp)
-    return C.single_node("avg_pool2d", name, [x], [y], kernel=(k, k), stride=(s, s), pad=pad, act=(-128, 127))
+    return C.single_node("avg_pool2d", name, [x], [y], kernel=k, stride=s, pad=pad, act=activation_range(act, 0.05, zp))
 
 
 def avg_pool_cases() -> list[Graph]:
     return [
-        _pool_case("avgpool2x2", (6, 6), 4, 2, 2, (0, 0, 0, 0), 0),
-        _pool_case("avgpool3x3_same", (7, 7), 3, 3, 2, (1, 1, 1, 1), 1),
-        _pool_case("avgpool3x3_s1", (5, 5), 2, 3, 1, (1, 1, 1, 1), 2),
+        _pool_case("avgpool2x2", (6, 6), 4, (2, 2), (2, 2), (0, 0, 0, 0), 0),
+        _pool_case("avgpool3x3_same", (7, 7), 3, (3, 3), (2, 2), (1, 1, 1, 1), 1),
+        _pool_case("avgpool3x3_s1", (5, 5), 2, (3, 3), (1, 1), (1, 1, 1, 1), 2),
+        # Edge windows of SAME padding hold 2 or 4 taps: the rounding divides by the clipped count.
+        _pool_case("avgpool2x3_same_relu_n1", (6, 7), 5, (2, 3), (1, 2), (0, 1, 1, 1), 3, "relu_n1_to_1"),
     ]
 
 
-def _mean_case(name: str, hw: tuple, c: int, s_in: float, s_out: float, keepdims: bool, seed: int) -> Graph:
+def _mean_case(name: str, hw: tuple, c: int, s_in: float, s_out: float, keepdims: bool, seed: int,
+               same_zp: bool = False) -> Graph:
+    """`same_zp` with s_in == s_out: equal quantizations, where TFLM's source has a special path (see
+    mean_reference; the tflite-micro oracle rescales as usual)."""
     rng = np.random.default_rng(seed)
     x = C.activation(f"{name}_x", (1, *hw, c), s_in, int(rng.integers(-20, 20)))
-    y = C.activation(f"{name}_y", (1, 1, 1, c) if keepdims else (1, c), s_out, int(rng.integers(-20, 20)))
+    zp_out = x.quant.zp if same_zp else int(rng.integers(-20, 20))
+    y = C.activation(f"{name}_y", (1, 1, 1, c) if keepdims else (1, c), s_out, zp_out)
     return C.single_node("mean", name, [x], [y], axes=(1, 2), keepdims=keepdims)
 
 
@@ -85,6 +95,8 @@ def mean_cases() -> list[Graph]:
         _mean_case("mean_4x4", (4, 4), 8, 0.05, 0.03, True, 0),
         _mean_case("mean_7x5", (7, 5), 6, 0.02, 0.02, False, 1),
         _mean_case("mean_3x3", (3, 3), 10, 0.1, 0.05, True, 2),
+        _mean_case("mean_same_q", (5, 5), 7, 0.04, 0.04, False, 3, same_zp=True),
+        _mean_case("mean_same_q_keepdims", (6, 4), 5, 0.1, 0.1, True, 4, same_zp=True),
     ]
 
 

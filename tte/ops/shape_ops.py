@@ -39,7 +39,11 @@ def transpose_cases() -> list[Graph]:
 def pad_cases() -> list[Graph]:
     x = C.activation("pad_x", (1, 5, 4, 3), 0.1, -7)
     y = C.activation("pad_y", (1, 6, 7, 3), 0.1, -7)
-    return [C.single_node("pad", "pad", [x], [y], pads=((0, 0), (0, 1), (1, 2), (0, 0)))]
+    # A pad value other than the zero point (TFLite PADV2), and padding of the channel axis.
+    x2 = C.activation("pad_value_x", (1, 3, 3, 4), 0.1, 5)
+    y2 = C.activation("pad_value_y", (1, 5, 3, 6), 0.1, 5)
+    return [C.single_node("pad", "pad", [x], [y], pads=((0, 0), (0, 1), (1, 2), (0, 0))),
+            C.single_node("pad", "pad_value", [x2], [y2], pads=((0, 0), (1, 1), (0, 0), (2, 0)), value=-100)]
 
 
 register(OpDef("reshape", reshape_reference, cases=reshape_cases, inplace_alias=True))

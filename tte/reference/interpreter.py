@@ -30,7 +30,7 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | np.ndarray, keep: bool 
     for node in graph.nodes:
         args = [env[t] if t else None for t in node.inputs]
         outs = ops.get(node.op).reference(node, graph, args)
-        for name, value in zip(node.outputs, outs):
+        for name, value in zip(node.outputs, outs, strict=True):
             expect = graph[name]
             assert value.shape == expect.shape, f"{node.name}: {name} {value.shape} != {expect.shape}"
             env[name] = value

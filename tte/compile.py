@@ -1,0 +1,223 @@
+"""The compiler pipeline as pure functions: load -> passes -> plan + emit -> report -> files -> output folder.
+
+`compile_model` is what `tte compile` runs. Every stage before `write_output` works in memory, so a failing
+compile writes nothing; `write_output` fills a temporary folder beside OUT and renames it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from codegen.emit import RUNTIME_DIR, TEMPLATES, CModel, c_identifier, check_name, emit_c, signature
+from tte import report as report_mod
+from tte.errors import TteError
+from tte.ir import Graph
+from tte.passes.normalize import normalize
+
+HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-fPIC")
+_MARKERS = ("report.json", "model.json")  # files that show a folder is a tte output
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled model in memory: the output folder's files (relative path -> text) and its report."""
+
+    files: dict[str, str]
+    report: dict[str, Any]
+    model: CModel
+
+
+def load(path: str | os.PathLike) -> Graph:
+    """Import an ONNX or TFLite model (user errors for a missing, garbage or unsupported file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TteError(f"{path}: no such model file", hint="give the path of a .onnx or .tflite model")
+    from tte.frontend import load as frontend_load
+
+    try:
+        return frontend_load(path)
+    except TteError as e:  # say which file, once
+        if path.name not in str(e):
+            e.args = (f"{path.name}: {e}",)
+        raise
+
+
+def parse_budget(text: str | int | None) -> int | None:
+    """`262144`, `256KB`, `256K`, `0.25MB` -> bytes (KB = 1024 bytes)."""
+    if text is None or isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(b|k|kb|kib|m|mb|mib)?\s*", text.lower())
+    if not m:
+        raise TteError(f"budget '{text}' is not a size", hint="write it as bytes (262144) or KB (256KB)")
+    scale = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+    return int(float(m.group(1)) * scale[m.group(2)])
+
+
+def default_name(path: str | os.PathLike) -> str:
+    """A C identifier from the model file name (`mbv2-w0.35-int8.onnx` -> `mbv2_w0_35_int8`)."""
+    return c_identifier(Path(path).stem).lower()
+
+
+def check_budget(report: dict[str, Any], model: CModel, budget: int | None) -> None:
+    """Fail when the SRAM the model needs exceeds the budget, naming the largest tensors live at the peak."""
+    if budget is None or report["peak_sram_bytes"] <= budget:
+        return
+    plan = model.plan
+    live = plan.live_at(plan.peak_step)[:4]
+    tensors = ", ".join(f"{b.name} ({b.size:,} B)" for b in live) or "none"
+    raise TteError(
+        f"the model needs {report['peak_sram_bytes']:,} bytes of SRAM (arena {plan.arena_bytes:,}, outputs "
+        f"{model.io_bytes:,}, stack {report['stack_bytes_estimate']:,}), over the budget of {budget:,}; "
+        f"largest live tensors at the peak, node {plan.step_label(plan.peak_step)}: {tensors}",
+        hint="use a smaller input resolution or width, or a larger --budget",
+    )
+
+
+def boards() -> dict[str, Any]:
+    """The Cortex-M boards of tte.targets (none when that package is absent)."""
+    try:
+        from tte.targets import BOARDS
+    except ImportError:
+        return {}
+    return dict(BOARDS)
+
+
+def targets() -> tuple[str, ...]:
+    return ("host", *sorted(boards()))
+
+
+def build(graph: Graph, name: str, target: str = "host", source: str = "", budget: int | None = None) -> Compiled:
+    """Passes, memory plan, C, report and the other output files of `graph`, all in memory.
+
+    For a board target the output is also a firmware project (tte.targets), and the budget defaults to the
+    board's SRAM budget.
+    """
+    board = boards().get(target)
+    if target != "host" and board is None:
+        raise TteError(f"unknown target '{target}'", hint=f"choose one of: {', '.join(targets())}")
+    check_name(name)
+    graph = normalize(graph)
+    model = emit_c(graph, name, source)
+    stack = _board_stack() if board else report_mod.STACK_ESTIMATE_BYTES
+    report = report_mod.build_report(graph, model, source or graph.name, target, stack)
+    check_budget(report, model, budget if budget is not None or board is None else board.budget_bytes)
+    files = dict(model.files)
+    files.update(runtime_files(model))
+    files["Makefile"] = host_makefile(model)
+    if board is not None:
+        check_flash(report, board)
+        files.update(firmware(model, board))
+    files["report.json"] = json.dumps(report, indent=1) + "\n"
+    files["model.json"] = json.dumps(model_json(model), indent=1) + "\n"
+    files["plan.txt"] = model.plan.to_text()
+    files["ir.txt"] = graph.dump()
+    return Compiled(files, report, model)
+
+
+def _board_stack() -> int:
+    from tte.targets import DEFAULT_STACK_BYTES
+
+    return DEFAULT_STACK_BYTES
+
+
+def check_flash(report: dict[str, Any], board: Any) -> None:
+    if report["flash_bytes"] > board.flash_bytes:
+        raise TteError(f"the model needs about {report['flash_bytes']:,} bytes of flash, {board.name} has "
+                       f"{board.flash_bytes:,}", hint="use a smaller model")
+
+
+def firmware(model: CModel, board: Any) -> dict[str, str]:
+    """The files that make the output folder a firmware project for `board` (Makefile, start-up, harness)."""
+    from tte.targets import firmware_files
+
+    return firmware_files(board, model.name, c_sources(model), input_sizes=[b.size for b in model.inputs],
+                          output_sizes=[b.size for b in model.outputs], stack_bytes=_board_stack())
+
+
+def runtime_files(model: CModel) -> dict[str, str]:
+    """The runtime_c headers and the kernel sources the model calls, copied into the output."""
+    files = {f"runtime_c/include/{h}": (RUNTIME_DIR / "include" / h).read_text() for h in model.runtime_headers}
+    for src in model.runtime_sources:
+        files[f"runtime_c/src/{src}"] = (RUNTIME_DIR / "src" / src).read_text()
+    return files
+
+
+def c_sources(model: CModel) -> list[str]:
+    """The C files to compile, relative to the output folder."""
+    return [f"{model.name}.c", f"{model.name}_weights.c", *(f"runtime_c/src/{s}" for s in model.runtime_sources)]
+
+
+def host_makefile(model: CModel) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("Makefile.host.j2").render(name=model.name, sources=c_sources(model),
+                                                       cflags=" ".join(HOST_CFLAGS))
+
+
+def model_json(model: CModel) -> dict[str, Any]:
+    """What `tte.host` needs to call the model: entry point, sources and the IO specs."""
+
+    def io(b: Any) -> dict[str, Any]:
+        return {"param": b.param, "tensor": b.spec.tensor, "shape": list(b.shape), "dtype": b.dtype,
+                "scale": b.scale, "zero_point": b.zero_point, "user_shape": list(b.spec.shape),
+                "layout": b.spec.layout, "is_float": b.spec.is_float}
+
+    return {
+        "name": model.name,
+        "entry": f"{model.name}_infer",
+        "signature": signature(model.name, model.inputs, model.outputs),
+        "sources": c_sources(model),
+        "include": ["runtime_c/include"],
+        "cflags": list(HOST_CFLAGS),
+        "inputs": [io(b) for b in model.inputs],
+        "outputs": [io(b) for b in model.outputs],
+    }
+
+
+def write_output(out: str | os.PathLike, files: dict[str, str]) -> Path:
+    """Write `files` into OUT through a temporary folder beside it, replacing an earlier tte output."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).exists()
+                                                                            for m in _MARKERS))):
+        raise TteError(f"{out} exists and is not a tte output folder", hint="choose another -o folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, text in sorted(files.items()):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def compile_graph(graph: Graph, out: str | os.PathLike, name: str | None = None, target: str = "host",
+                  budget: int | str | None = None, source: str = "") -> dict[str, Any]:
+    """Compile an IR graph into the folder OUT; returns the report."""
+    compiled = build(graph, name or c_identifier(graph.name).lower(), target, source, parse_budget(budget))
+    write_output(out, compiled.files)
+    return compiled.report
+
+
+def compile_model(model: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
+                  target: str = "host", budget: int | str | None = None) -> dict[str, Any]:
+    """`tte compile`: import the model file and compile it into OUT; returns the report."""
+    budget = parse_budget(budget)
+    check_name(name or default_name(model))
+    graph = load(model)
+    return compile_graph(graph, out, name or default_name(model), target, budget, Path(model).name)

@@ -1,0 +1,226 @@
+"""The memory planner: place buffers with lifetimes in one arena, as TFLite Micro's GreedyMemoryPlanner does.
+
+The planner sees only intervals: a buffer has a name, a size in bytes and the first and last step (inclusive)
+at which it is live. Two buffers whose lifetimes overlap must not share bytes; buffers that are never live at
+the same time may. Placement is greedy: largest buffer first, each at the lowest aligned offset that does not
+collide with an already placed buffer whose lifetime overlaps its own (first fit).
+
+`graph_buffers` turns an inference graph into such intervals (steps = node indices). Graph inputs and outputs
+live in the caller's buffers, not in the arena; outputs of `inplace_alias` ops (reshape) share their input's
+bytes. Training adds saved activations, masks and gradients as more intervals with the same `plan` function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from tte import ops
+from tte.ir import Graph
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A block of `size` bytes that is live from step `first` to step `last`, both included."""
+
+    name: str
+    size: int
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or self.first > self.last:
+            raise ValueError(f"buffer {self.name}: bad size {self.size} or lifetime [{self.first}, {self.last}]")
+
+    def overlaps(self, other: Buffer) -> bool:
+        """True when the two lifetimes share a step."""
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where each buffer lives in the arena.
+
+    `offsets` maps buffer names to byte offsets; `aliases` maps tensors that share another tensor's bytes (and
+    have no buffer of their own) to that buffer's name. `step_names` label the steps in texts and errors.
+    """
+
+    buffers: tuple[Buffer, ...]
+    offsets: dict[str, int]
+    arena_bytes: int
+    alignment: int
+    aliases: dict[str, str] = field(default_factory=dict)
+    step_names: tuple[str, ...] = ()
+
+    def offset(self, name: str) -> int:
+        """The arena offset of a buffer or of a tensor aliased to one."""
+        return self.offsets[self.aliases.get(name, name)]
+
+    def live_at(self, step: int) -> list[Buffer]:
+        """The buffers live at `step`, largest first."""
+        live = [b for b in self.buffers if b.first <= step <= b.last]
+        return sorted(live, key=lambda b: (-b.size, b.name))
+
+    def live_bytes(self) -> list[int]:
+        """Bytes live at each step (unaligned sizes): a lower bound for any arena."""
+        return [sum(b.size for b in self.live_at(s)) for s in range(self.num_steps)]
+
+    @property
+    def num_steps(self) -> int:
+        return max(len(self.step_names), max((b.last + 1 for b in self.buffers), default=0))
+
+    @property
+    def peak_step(self) -> int:
+        live = self.live_bytes()
+        return live.index(max(live)) if live else 0
+
+    @property
+    def peak_live_bytes(self) -> int:
+        return max(self.live_bytes(), default=0)
+
+    def step_label(self, step: int) -> str:
+        return self.step_names[step] if step < len(self.step_names) else f"step {step}"
+
+    def to_text(self, width: int = 64) -> str:
+        """The plan as text (`plan.txt`): a table of buffers, then an ASCII timeline."""
+        return _plan_text(self, width)
+
+
+def _align(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[str] = (),
+         aliases: dict[str, str] | None = None) -> MemoryPlan:
+    """Greedy placement (TFLite Micro's GreedyMemoryPlanner): largest first, first fit among overlapping buffers.
+
+    Ties are broken by first use, then name, so the same intervals always give the same plan.
+    """
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"alignment {alignment} is not a power of two")
+    buffers = tuple(buffers)
+    if len({b.name for b in buffers}) != len(buffers):
+        raise ValueError("buffer names must be unique")
+    placed: list[tuple[int, Buffer]] = []  # (offset, buffer), kept sorted by offset
+    offsets: dict[str, int] = {}
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+        offset = _first_fit(buf, placed, alignment)
+        offsets[buf.name] = offset
+        placed.append((offset, buf))
+        placed.sort(key=lambda p: (p[0], p[1].name))
+    arena = max((_align(o + b.size, alignment) for o, b in placed), default=0)
+    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names))
+
+
+def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], alignment: int) -> int:
+    """The lowest aligned offset where `buf` fits between the placed buffers whose lifetimes overlap it."""
+    candidate = 0
+    for offset, other in placed:
+        if not buf.overlaps(other) or other.size == 0:
+            continue
+        if offset >= candidate + buf.size:
+            break  # the gap before `other` is large enough
+        candidate = max(candidate, _align(offset + other.size, alignment))
+    return candidate
+
+
+# --- inference graphs -----------------------------------------------------------------------------------------
+
+
+def alias_roots(graph: Graph, copies: Iterable[str] = ()) -> dict[str, str]:
+    """For each output of an `inplace_alias` op (reshape), the tensor whose bytes it shares (the chain's root).
+
+    Nodes named in `copies`, and reshapes of constants, do not alias: their output gets bytes of its own.
+    """
+    copies = set(copies)
+    roots: dict[str, str] = {}
+    for node in graph.nodes:
+        if ops.get(node.op).inplace_alias and node.name not in copies and node.inputs and node.outputs:
+            src = node.inputs[0]
+            if graph[src].is_const:
+                continue  # a reshaped constant is copied into an activation buffer
+            roots[node.outputs[0]] = roots.get(src, src)
+    return roots
+
+
+def graph_buffers(graph: Graph, external: Iterable[str] = (),
+                  copies: Iterable[str] = ()) -> tuple[list[Buffer], dict[str, str]]:
+    """The arena buffers of an inference graph and the aliases (tensor -> buffer) among them.
+
+    A tensor is live from the node that makes it to the last node that reads it (a graph output: to the end).
+    Constants and the `external` tensors (living in the caller's memory, with every tensor aliased to them)
+    get no buffer. An aliased tensor extends the lifetime of its root's buffer.
+    """
+    roots = alias_roots(graph, copies)
+    external = set(external)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    end = max(len(graph.nodes) - 1, 0)
+    for io in graph.inputs:
+        first[io.tensor] = last[io.tensor] = 0
+    for step, node in enumerate(graph.nodes):
+        for t in node.outputs:
+            root = roots.get(t, t)
+            first.setdefault(root, step)
+            last[root] = max(last.get(root, step), step)
+        for t in node.inputs:
+            if t:
+                root = roots.get(t, t)
+                last[root] = max(last.get(root, step), step)
+    for io in graph.outputs:
+        last[roots.get(io.tensor, io.tensor)] = end
+    buffers = [
+        Buffer(root, graph[root].nbytes, first[root], last[root])
+        for root in first
+        if root not in external and not graph[root].is_const
+    ]
+    aliases = {t: r for t, r in roots.items() if r not in external}
+    return buffers, aliases
+
+
+def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
+               copies: Iterable[str] = ()) -> MemoryPlan:
+    """Plan the arena of an inference graph (see `graph_buffers`)."""
+    buffers, aliases = graph_buffers(graph, external, copies)
+    names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
+    return plan(buffers, alignment, names, aliases)
+
+
+# --- text -----------------------------------------------------------------------------------------------------
+
+
+def _plan_text(p: MemoryPlan, width: int) -> str:
+    steps = p.num_steps
+    lines = [
+        f"arena {p.arena_bytes} bytes, peak live {p.peak_live_bytes} bytes at step {p.peak_step} "
+        f"({p.step_label(p.peak_step)}), {len(p.buffers)} buffers, alignment {p.alignment}",
+        "",
+        f"{'offset':>8} {'size':>8} {'first':>5} {'last':>5}  name",
+    ]
+    order = sorted(p.buffers, key=lambda b: (p.offsets[b.name], b.first, b.name))
+    for b in order:
+        lines.append(f"{p.offsets[b.name]:>8} {b.size:>8} {b.first:>5} {b.last:>5}  {b.name}")
+    for tensor, root in sorted(p.aliases.items()):
+        lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {tensor} -> shares {root}")
+    if steps:
+        lines += ["", _timeline(p, order, steps, width)]
+    return "\n".join(lines) + "\n"
+
+
+def _timeline(p: MemoryPlan, order: list[Buffer], steps: int, width: int) -> str:
+    """One row per buffer, one column per step (or per group of steps): '#' where the buffer is live."""
+    per_col = max(1, -(-steps // width))
+    cols = -(-steps // per_col)
+    name_w = min(32, max([4, *(len(b.name) for b in order)]))
+    out = [f"timeline: one column per {per_col} step(s), rows by offset; last row: live bytes (max per column)"]
+    for b in order:
+        row = "".join("#" if b.first <= c * per_col + per_col - 1 and c * per_col <= b.last else "."
+                      for c in range(cols))
+        out.append(f"{b.name[:name_w]:<{name_w}} |{row}|")
+    live = p.live_bytes()
+    col_max = [max(live[c * per_col:(c + 1) * per_col]) for c in range(cols)]
+    top = max(col_max, default=0)
+    bars = " .:-=+*#%@"
+    levels = "".join(bars[min(9, round(9 * v / max(top, 1)))] for v in col_max)
+    out.append(f"{'live':<{name_w}} |{levels}| max {top} bytes")
+    return "\n".join(out)
