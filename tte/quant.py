@@ -104,14 +104,16 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 def activation_range(act: str, scale: float, zero_point: int) -> tuple[int, int]:
     """The int8 clamp of a fused activation ('none', 'relu', 'relu6', 'relu_n1_to_1')."""
+    # TFLite quantizes the bounds as zp + round(f / scale) with f and scale in float32.
+    def q(f: float) -> int:
+        return zero_point + int(round_half_away(np.float32(f) / np.float32(scale)))
+
     if act == "none":
         return -128, 127
     if act == "relu":
         return max(-128, zero_point), 127
     if act == "relu6":
-        return max(-128, zero_point), min(127, zero_point + int(round_half_away(6.0 / scale)))
+        return max(-128, zero_point), min(127, q(6.0))
     if act == "relu_n1_to_1":
-        return max(-128, zero_point + int(round_half_away(-1.0 / scale))), min(
-            127, zero_point + int(round_half_away(1.0 / scale))
-        )
+        return max(-128, q(-1.0)), min(127, q(1.0))
     raise ValueError(f"unknown activation {act}")

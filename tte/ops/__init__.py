@@ -1,7 +1,7 @@
 """The op catalogue: every IR op is defined once, in its own module, and registered here.
 
 An op module registers an `OpDef` with its numpy reference (bit-exact TFLite Micro integer math), its MAC count
-and its test cases. The C kernel binding lives in `codegen/ops.py` (op -> C table) and the kernels in
+and its test cases. The C kernel binding lives in `codegen/ops/` (op -> C table, one module per op family) and the kernels in
 `runtime_c/src/<op>.c`.
 
 IR conventions (all ops): activations int8 NHWC; weights int8 symmetric per output channel; biases int32 with
