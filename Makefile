@@ -27,11 +27,11 @@ demo: setup
 	$(BIN)/python -m tte.demo
 
 test: setup
-	$(BIN)/ruff check tte codegen tests bench models
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: setup
-	$(BIN)/ruff check tte codegen tests bench models
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf build out .pytest_cache

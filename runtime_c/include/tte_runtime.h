@@ -14,5 +14,6 @@
 #include "tte_pool.h"
 #include "tte_shape.h"
 #include "tte_softmax.h"
+#include "tte_train.h"
 
 #endif /* TTE_RUNTIME_H */

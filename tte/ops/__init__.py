@@ -1,8 +1,8 @@
 """The op catalogue: every IR op is defined once, in its own module, and registered here.
 
 An op module registers an `OpDef` with its numpy reference (bit-exact TFLite Micro integer math), its MAC count
-and its test cases. The C kernel binding lives in `codegen/ops/` (op -> C table, one module per op family) and the kernels in
-`runtime_c/src/<op>.c`.
+and its test cases. The C kernel binding lives in `codegen/ops/` (op -> C table, one module per op family) and
+the kernels in `runtime_c/src/<op>.c`.
 
 IR conventions (all ops): activations int8 NHWC; weights int8 symmetric per output channel; biases int32 with
 scale s_in * s_w[c]; every `act` attribute is the integer clamp `(act_min, act_max)` applied to the output.

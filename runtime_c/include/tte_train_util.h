@@ -1,0 +1,69 @@
+/* tte runtime: small helpers shared by the train kernels (internal). */
+#ifndef TTE_TRAIN_UTIL_H
+#define TTE_TRAIN_UTIL_H
+
+#include <stdint.h>
+
+#include "tte_fixedpoint.h"
+#include "tte_types.h"
+
+/* Writes a packed mask bit by bit in element order (element i: bit i & 7 of byte i >> 3), a byte at a time,
+ * so the mask needs no clearing first; tte_bits_flush stores a last partial byte (its high bits 0). */
+typedef struct {
+    uint8_t *dst;
+    uint32_t byte;
+    int32_t n;
+} tte_bit_writer;
+
+static inline tte_bit_writer tte_bits_start(uint8_t *dst)
+{
+    tte_bit_writer b;
+    b.dst = dst;
+    b.byte = 0;
+    b.n = 0;
+    return b;
+}
+
+static inline void tte_bits_put(tte_bit_writer *b, int32_t bit)
+{
+    b->byte |= (uint32_t)bit << b->n;
+    if (++b->n == 8) {
+        *b->dst++ = (uint8_t)b->byte;
+        b->byte = 0;
+        b->n = 0;
+    }
+}
+
+static inline void tte_bits_flush(tte_bit_writer *b)
+{
+    if (b->n != 0) {
+        *b->dst = (uint8_t)b->byte;
+    }
+}
+
+/* The output stage of a mask kernel: y = clamp(v + zp) as the forward kernels compute it, and the mask bit
+ * [act_min <= v + zp <= act_max], compared without overflow as v against [act_min - zp, act_max - zp]. */
+static inline int8_t tte_out_mask_s8(int32_t v, const tte_out_stage *o, tte_bit_writer *bits)
+{
+    tte_bits_put(bits, (v >= o->act_min - o->offset) & (v <= o->act_max - o->offset));
+    return tte_out_s8(v, o->offset, o->act_min, o->act_max);
+}
+
+static inline int32_t tte_max32(int32_t a, int32_t b)
+{
+    return a > b ? a : b;
+}
+
+static inline int32_t tte_min32(int32_t a, int32_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The requantization of output channel oc (per-tensor: entry 0). */
+static inline tte_channel_rq tte_rq_of(const tte_requant *q, int32_t oc)
+{
+    const int32_t i = q->per_channel ? oc : 0;
+    return tte_channel_rq_make(q->multiplier[i], q->shift[i]);
+}
+
+#endif /* TTE_TRAIN_UTIL_H */

@@ -1,0 +1,29 @@
+/* Bias updates of the train step (tte_train.h): the int32 QAS update with stochastic or nearest rounding, and
+ * the fp32 head's plain SGD. The bias gradient of channel o is the sum of its output gradients over the
+ * positions in raster order, from 0.0f. */
+#include "tte_train.h"
+#include "tte_train_math.h"
+
+void tte_bias_update_s32_f32(const float *factor, const float *lr, const tte_dims *grad_dims, const float *grad,
+                             uint32_t *rng, int32_t *bias)
+{
+    const int32_t positions = grad_dims->n * grad_dims->h * grad_dims->w, cout = grad_dims->c;
+    const float rate = *lr;
+    int32_t o, p;
+    for (o = 0; o < cout; o++) {
+        float g = 0.0f;
+        for (p = 0; p < positions; p++) {
+            g = g + grad[p * cout + o];
+        }
+        bias[o] = tte_qas_update_s32(bias[o], g, rate, factor[o], rng);
+    }
+}
+
+void tte_bias_update_f32(const float *lr, int32_t size, const float *grad, float *bias)
+{
+    const float rate = *lr;
+    int32_t o;
+    for (o = 0; o < size; o++) {
+        bias[o] = bias[o] - rate * grad[o];
+    }
+}
