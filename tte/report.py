@@ -104,7 +104,8 @@ def _kb(n: int) -> str:
 def summary(report: dict[str, Any]) -> str:
     """The memory breakdown as a text table."""
     rows = [
-        ("arena (activations, input)", report["arena_bytes"]),
+        ("arena (activations, input)" if report["update"] == "none" else "arena (all of the step)",
+         report["arena_bytes"]),
         ("output buffers (caller)", report["io_bytes"]),
         ("trainable parameters", report["trainable_param_bytes"]),
         ("optimizer state", report["optimizer_state_bytes"]),
@@ -126,6 +127,11 @@ def summary(report: dict[str, Any]) -> str:
     if "instructions_per_inference" in report:
         lines.append(f"  {'instructions/inference':<24}{report['instructions_per_inference']:>12,}")
     lines.append(f"  {'MACs forward':<24}{report['macs_forward']:>12,}")
+    if report["update"] != "none":
+        lines.append(f"  {'MACs backward':<24}{report['macs_backward']:>12,}")
+        lines.append(f"  {'trained parameters':<24}{report['trained_params']:>12,}")
+        peak = ", ".join(f"{k} {v:,} B" for k, v in report.get("peak_breakdown", {}).items())
+        lines.append(f"  live at the step's peak: {peak}")
     lines.append(f"  {'layers':<24}{len(report['layers']):>12}")
     largest = sorted(report["memory_plan"]["buffers"], key=lambda b: -b["size"])[:3]
     if largest:
@@ -143,10 +149,16 @@ def plot_timeline(report: dict[str, Any], png: Path) -> None:
     plan = report["memory_plan"]
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     cmap = plt.get_cmap("tab20")
+    kinds = sorted({b.get("kind", "") for b in plan["buffers"]} - {""})  # a train step: colour by kind
+    seen: set[str] = set()
     for i, b in enumerate(plan["buffers"]):
+        kind = b.get("kind", "")
+        color = plt.get_cmap("tab10")(kinds.index(kind)) if kind in kinds else cmap(i % 20)
+        label = kind if kind and kind not in seen else None
+        seen.add(kind)
         ax.add_patch(plt.Rectangle((b["first"] - 0.45, b["offset"] / 1024), b["last"] - b["first"] + 0.9,
-                                   max(b["size"], 1) / 1024, facecolor=cmap(i % 20), edgecolor="black",
-                                   linewidth=0.4))
+                                   max(b["size"], 1) / 1024, facecolor=color, edgecolor="black",
+                                   linewidth=0.4, label=label))
     steps = max(len(plan["steps"]), 1)
     ax.set_xlim(-1, steps)
     ax.set_ylim(0, max(report["arena_bytes"], 1) / 1024 * 1.05)
@@ -159,3 +171,117 @@ def plot_timeline(report: dict[str, Any], png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, metadata={"Software": None})
     plt.close(fig)
+
+
+# --- builds with a train step ------------------------------------------------------------------------------------
+
+
+def _kind_bytes(plan: Any, kind: str) -> int:
+    return sum(b.size for b in plan.buffers if plan.kinds.get(b.name) == kind)
+
+
+def _peak_breakdown(plan: Any) -> dict[str, int]:
+    """Bytes of each buffer kind live at the plan's peak step."""
+    out: dict[str, int] = {}
+    for b in plan.live_at(plan.peak_step):
+        kind = plan.kinds.get(b.name, "activation")
+        out[kind] = out.get(kind, 0) + b.size
+    return dict(sorted(out.items()))
+
+
+def train_layer_rows(model: CModel) -> list[dict[str, Any]]:
+    """The inference rows, each with what the layer trains and what that costs (SRAM bytes, backward MACs)."""
+    code = model.train
+    assert code is not None
+    tg = code.program
+    g = tg.graph
+    rows = layer_rows(code.infer_graph, model)
+    backward: dict[str, int] = {}
+    for n in tg.backward_nodes():
+        layer = n.name.rsplit("/", 1)[0]
+        backward[layer] = backward.get(layer, 0) + int(ops.get(n.op).macs(n, g))
+    for row in rows:
+        name = row["name"]
+        lu = tg.spec.layer(name)
+        row["trained"] = lu.describe() if lu is not None else "none"
+        row["trained_channels"] = f"{len(lu.channels)}/{lu.in_channels}" if lu is not None and lu.weight else ""
+        row["trained_param_bytes"] = sum(p.nbytes for p in code.params if p.layer == name)
+        row["saved_activation_bytes"] = g[tg.saved[name]].nbytes if name in tg.saved else 0
+        row["mask_bytes"] = g[tg.masks[name]].nbytes if name in tg.masks else 0
+        row["macs_backward"] = backward.get(name, 0)
+    return rows
+
+
+def build_train_report(model: CModel, source: str, target: str, stack_bytes: int = STACK_ESTIMATE_BYTES
+                       ) -> dict[str, Any]:
+    """The report of a build with a train step: the inference report plus what training keeps in SRAM."""
+    from tte.train import memory_summary
+
+    code = model.train
+    assert code is not None
+    tg, plan = code.program, code.plan
+    report = build_report(code.infer_graph, model, source, target, stack_bytes)
+    arena = max(plan.arena_bytes, code.infer_plan.arena_bytes)
+    calls = len(model.nodes) + len(code.nodes) + len(code.params)
+    code_bytes = CODE_BASE_BYTES + CODE_PER_SOURCE_BYTES * len(model.runtime_sources) + CODE_PER_CALL_BYTES * calls
+    summary = memory_summary(tg)
+    options = tg.options
+    report.update({
+        "update": tg.spec.text, "head": options.head, "rounding": options.rounding, "qas": options.qas,
+        "seed": options.seed,
+        "arena_bytes": arena,
+        "train_arena_bytes": plan.arena_bytes,
+        "infer_arena_bytes": code.infer_plan.arena_bytes,
+        "peak_live_bytes": plan.peak_live_bytes,
+        "trainable_param_bytes": code.trainable_param_bytes,
+        "optimizer_state_bytes": 0,  # plain SGD
+        "saved_activation_bytes": _kind_bytes(plan, "saved"),
+        "mask_bytes": _kind_bytes(plan, "mask"),
+        "gradient_bytes_peak": _peak_breakdown(plan).get("gradient", 0),
+        "other_static_bytes": code.rng_bytes,
+        "peak_sram_bytes": arena + code.trainable_param_bytes + code.rng_bytes + model.io_bytes + stack_bytes,
+        "params_bytes": code.params_bytes,
+        "code_bytes_estimate": code_bytes,
+        # the trainable arrays' initial values are .data: their image is in flash as well
+        "flash_bytes": model.const_bytes + code_bytes + code.params_bytes,
+        "trained_params": summary["trained_params"],
+        "trained_layers": summary["trained_layers"],
+        "macs_backward": summary["macs_backward"],
+        "peak_breakdown": _peak_breakdown(plan),
+        "layers": train_layer_rows(model),
+    })
+    report["memory_plan"]["buffers"] = [dict(b, kind=plan.kinds.get(b["name"], "")) for b in
+                                        report["memory_plan"]["buffers"]]
+    return report
+
+
+def train_budget_error(report: dict[str, Any], model: CModel, budget: int) -> TteError:
+    """The error of a train build over the SRAM budget: what is live at the peak and what to change."""
+    code = model.train
+    assert code is not None
+    plan = code.plan if code.plan.arena_bytes >= code.infer_plan.arena_bytes else code.infer_plan
+    live = ", ".join(f"{b.name} ({plan.kinds.get(b.name, 'activation')}, {b.size:,} B)"
+                     for b in plan.live_at(plan.peak_step)[:4]) or "none"
+    params = ", ".join(f"{p.tensor} ({p.nbytes:,} B)"
+                       for p in sorted(code.params, key=lambda p: -p.nbytes)[:3])
+    return TteError(
+        f"the train step needs {report['peak_sram_bytes']:,} bytes of SRAM (arena {report['arena_bytes']:,}, "
+        f"trainable parameters {report['trainable_param_bytes']:,}, outputs {model.io_bytes:,}, stack "
+        f"{report['stack_bytes_estimate']:,}), over the budget of {budget:,}; largest live tensors at the peak, "
+        f"node {plan.step_label(plan.peak_step)}: {live}; largest trainable arrays: {params}",
+        hint="use a smaller update spec (--update bias-only, last:1, mobiletl:1 or a sparse scheme with fewer "
+             "layers or channels), --head new:N for a small head, or a larger --budget")
+
+
+def plan_text(model: CModel) -> str:
+    """plan.txt: the memory plan (a train build: the train step's, the SRAM parameters, then inference's)."""
+    code = model.train
+    if code is None:
+        return model.plan.to_text()
+    lines = [f"train step ({model.name}_train_step, update {code.program.spec.text}):", code.plan.to_text(),
+             f"trainable parameters and PRNG state: {code.params_bytes} bytes of static SRAM arrays "
+             f"({model.name}_params_get order)",
+             f"{'offset':>8} {'size':>8}  name"]
+    lines += [f"{p.offset:>8} {p.nbytes:>8}  {p.tensor} ({p.describe()})" for p in code.params]
+    lines += ["", f"inference ({model.name}_infer):", code.infer_plan.to_text()]
+    return "\n".join(lines)

@@ -23,7 +23,8 @@ def reshape(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     src, dst = ref(x.name), ref(y.name)
     if src == dst:
         return CCall([f"/* reshape: {y.name} is {x.name} as {list(y.shape)} (same bytes, no code) */"])
-    return CCall([f"tte_copy_s8({y.size}, {src}, {dst});"], [], ["src/copy.c"])
+    # Byte copy: reshape also carries fp32 gradients on the backward path (nbytes, not elements).
+    return CCall([f"tte_copy_s8({y.nbytes}, (const int8_t *){src}, (int8_t *){dst});"], [], ["src/copy.c"])
 
 
 @emitter("pad")
@@ -47,6 +48,9 @@ def pad(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
 @emitter("transpose")
 def transpose(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     x, y = io(graph, node)
+    if x.dtype != "int8":
+        raise UnsupportedError(f"{x.dtype} transpose", node=node.name, op=node.op,
+                               hint="the runtime transposes int8 tensors only (model boundaries)")
     lead = 4 - len(x.shape)
     perm = list(range(lead)) + [int(p) % len(x.shape) + lead for p in node.attrs["perm"]]
     decls = [

@@ -75,7 +75,7 @@ def _conv_input_grad(node: Node, graph: Graph, ref: Ref, const_name: ConstName, 
     ]
     call = (f"{fn}(&geom, {scale.name}, &grad_dims, {ref(dacc.name)}, &filter_dims, {ref(w.name)}, {part}, "
             f"&in_dims, {ref(dx.name)});")
-    return CCall(block(decls, call), [scale, *part_consts], ["src/train_conv.c"])
+    return CCall(block(decls, call), [scale, *part_consts], ["src/train_conv_grad.c"])
 
 
 @emitter("conv2d_input_grad")
@@ -143,7 +143,8 @@ def pad_grad(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall
     after = "{" + ", ".join(str(p[1]) for p in pads) + "}"
     decls = [
         f"static const tte_pad_params params = {struct_literal({'before': before, 'after': after, 'value': 0})};",
-        f"static const tte_dims grad_dims = {dims_literal(dims4(dy.shape))}, in_dims = {dims_literal(dims4(dx.shape))};",
+        f"static const tte_dims grad_dims = {dims_literal(dims4(dy.shape))},"
+        f" in_dims = {dims_literal(dims4(dx.shape))};",
     ]
     call = f"tte_pad_grad_f32(&params, &grad_dims, {ref(dy.name)}, &in_dims, {ref(dx.name)});"
     return CCall(block(decls, call), [], [GRAD])

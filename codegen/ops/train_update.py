@@ -19,9 +19,7 @@ emitter first copies the input into the output's buffer with tte_state_copy and 
 
 from __future__ import annotations
 
-import numpy as np
-
-from codegen.ops import CCall, ConstName, Ref, emitter
+from codegen.ops import CCall, ConstArray, ConstName, Ref, emitter
 from codegen.ops._common import block, dims4, dims_literal, struct_literal
 from codegen.ops.train_common import channel_array, float_array, float_literal, rng_ref, state_copy
 from tte.errors import UnsupportedError
@@ -46,20 +44,23 @@ def inplace_outputs(node: Node) -> list[tuple[str, str]]:
     return pairs
 
 
-def _copies(node: Node, graph: Graph, ref: Ref) -> list[str]:
-    return [line for src, dst in inplace_outputs(node) for line in state_copy(ref, graph, src, dst)]
+def _call(node: Node, graph: Graph, ref: Ref, lines: list[str], consts: list[ConstArray], source: str) -> CCall:
+    """The update's C preceded by the copies of its state into the new values' buffers, if any."""
+    copies = [line for src, dst in inplace_outputs(node) for line in state_copy(ref, graph, src, dst)]
+    sources = [source] + (["src/train_update.c"] if copies and source != "src/train_update.c" else [])
+    return CCall([*copies, *lines], consts, sources)
 
 
 @emitter("bias_update")
 def bias_update(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     dacc, b = graph[node.inputs[0]], graph[node.inputs[1]]
     factor = float_array(const_name, "factor", node.attrs["factor"])
+    if factor.values.size != b.size or dacc.shape[-1] != b.size:
+        raise UnsupportedError(f"bias of {b.size} values, gradient {list(dacc.shape)}", node=node.name, op=node.op)
     decls = [f"static const tte_dims grad_dims = {dims_literal(dims4(dacc.shape))};"]
     call = (f"tte_bias_update_s32_f32({factor.name}, {ref(node.inputs[2])}, &grad_dims, {ref(dacc.name)}, "
             f"{rng_ref(node, ref)}, {ref(node.outputs[0])});")
-    if factor.values.size != b.size or dacc.shape[-1] != b.size:
-        raise UnsupportedError(f"bias of {b.size} values, gradient {list(dacc.shape)}", node=node.name, op=node.op)
-    return CCall([*_copies(node, graph, ref), *block(decls, call)], [factor], ["src/train_update.c"])
+    return _call(node, graph, ref, block(decls, call), [factor], "src/train_update.c")
 
 
 @emitter("bias_update_f32")
@@ -67,7 +68,7 @@ def bias_update_f32(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -
     b = graph[node.inputs[1]]
     call = (f"tte_bias_update_f32({ref(node.inputs[2])}, {b.size}, {ref(node.inputs[0])}, "
             f"{ref(node.outputs[0])});")
-    return CCall([*_copies(node, graph, ref), call], [], ["src/train_update.c"])
+    return _call(node, graph, ref, [call], [], "src/train_update.c")
 
 
 def _update_params(node: Node, graph: Graph) -> str:
@@ -83,21 +84,20 @@ def _geom(node: Node) -> str:
     return f"static const tte_conv_geom geom = {struct_literal(fields)};"
 
 
-def _check_saved(node: Node, graph: Graph, written: int) -> None:
-    saved, w = graph[node.inputs[0]], graph[node.inputs[2]]
-    channels = len(node.attrs["channels"])
-    full = w.shape[-1]
-    if saved.shape[-1] != channels and node.op != "fully_connected_weight_update" or written not in (
-            full, channels * int(node.attrs.get("multiplier", 1))):
-        raise UnsupportedError(f"saved input {list(saved.shape)} / weight {list(w.shape)} do not match the "
-                               f"{channels} trained channels", node=node.name, op=node.op)
+def _check_layout(node: Node, graph: Graph, saved_channels: int) -> None:
+    """The saved input holds the trained channels, and the weight either exactly those (times the multiplier) or
+    all channels (a bug in the graph, not a user error, otherwise)."""
+    w, chans = graph[node.inputs[2]], node.attrs["channels"]
+    mult = int(node.attrs.get("multiplier", 1))
+    dense = w.shape[-1] == len(chans) * mult
+    if saved_channels != len(chans) or (not dense and (max(chans) + 1) * mult > w.shape[-1]):
+        raise UnsupportedError(f"saved input of {saved_channels} channels / weight {list(w.shape)} do not match the "
+                               f"{len(chans)} trained channels", node=node.name, op=node.op)
 
 
 def _conv_update(node: Node, graph: Graph, ref: Ref, const_name: ConstName, fn: str) -> CCall:
     saved, dacc, w = (graph[t] for t in node.inputs[:3])
-    mult = int(node.attrs.get("multiplier", 1))
-    _check_saved(node, graph, w.shape[-1] if w.shape[-1] != len(node.attrs["channels"]) * mult else
-                 len(node.attrs["channels"]) * mult)
+    _check_layout(node, graph, saved.shape[-1])
     factor = float_array(const_name, "factor", node.attrs["factor"])
     chans = channel_array(node, const_name, "channels", node.attrs["channels"])
     decls = [
@@ -108,7 +108,7 @@ def _conv_update(node: Node, graph: Graph, ref: Ref, const_name: ConstName, fn: 
     ]
     call = (f"{fn}(&params, &geom, {factor.name}, {ref(node.inputs[3])}, &in_dims, {ref(saved.name)}, &grad_dims, "
             f"{ref(dacc.name)}, {chans.name}, &filter_dims, {rng_ref(node, ref)}, {ref(node.outputs[0])});")
-    return CCall([*_copies(node, graph, ref), *block(decls, call)], [factor, chans], ["src/train_conv.c"])
+    return _call(node, graph, ref, block(decls, call), [factor, chans], "src/train_conv_update.c")
 
 
 @emitter("conv2d_weight_update")
@@ -122,19 +122,13 @@ def depthwise_conv2d_weight_update(node: Node, graph: Graph, ref: Ref, const_nam
 
 
 def _fc_dims(node: Node, graph: Graph) -> tuple[int, str]:
-    """(trained input count, filter_dims declaration) of a fully connected update."""
+    """(trained input count, filter_dims declaration) of a fully connected update (batch 1)."""
     saved, dacc, w = (graph[t] for t in node.inputs[:3])
-    o, c = w.shape
-    t = saved.size
-    if t != len(node.attrs["channels"]) or c not in (t, _in_features(node, graph)) or dacc.size != o:
-        raise UnsupportedError(f"saved input {list(saved.shape)} / weight {list(w.shape)} do not match the "
-                               f"{len(node.attrs['channels'])} trained channels (batch 1)", node=node.name, op=node.op)
-    return t, f"static const tte_dims filter_dims = {dims_literal((o, 1, 1, c))};"
-
-
-def _in_features(node: Node, graph: Graph) -> int:
-    """The layer's input features: the largest trained channel + 1 at least (the whole weight's last axis)."""
-    return max(int(np.max(node.attrs["channels"])) + 1, graph[node.inputs[2]].shape[1])
+    _check_layout(node, graph, saved.size)
+    if dacc.size != w.shape[0]:
+        raise UnsupportedError(f"gradient of {dacc.size} values for weights {list(w.shape)}", node=node.name,
+                               op=node.op, hint="the train step supports batch 1")
+    return saved.size, f"static const tte_dims filter_dims = {dims_literal((w.shape[0], 1, 1, w.shape[1]))};"
 
 
 @emitter("fully_connected_weight_update")
@@ -146,7 +140,7 @@ def fully_connected_weight_update(node: Node, graph: Graph, ref: Ref, const_name
             f"{ref(node.inputs[0])}, {ref(node.inputs[1])}, {chans.name}, &filter_dims, {rng_ref(node, ref)}, "
             f"{ref(node.outputs[0])});")
     decls = [_update_params(node, graph), filter_decl]
-    return CCall([*_copies(node, graph, ref), *block(decls, call)], [factor, chans], ["src/train_fc.c"])
+    return _call(node, graph, ref, block(decls, call), [factor, chans], "src/train_fc.c")
 
 
 @emitter("fully_connected_f32_weight_update")
@@ -157,4 +151,4 @@ def fully_connected_f32_weight_update(node: Node, graph: Graph, ref: Ref, const_
     decls = [f"static const tte_dequant_params in_q = {{{-q.zp}, {float_literal(q.s)}}};", filter_decl]
     call = (f"tte_fully_connected_update_weight_f32(&in_q, {ref(node.inputs[3])}, {t}, {ref(node.inputs[0])}, "
             f"{ref(node.inputs[1])}, {chans.name}, &filter_dims, {ref(node.outputs[0])});")
-    return CCall([*_copies(node, graph, ref), *block(decls, call)], [chans], ["src/train_fc.c"])
+    return _call(node, graph, ref, block(decls, call), [chans], "src/train_fc.c")

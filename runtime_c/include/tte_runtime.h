@@ -8,9 +8,13 @@
 
 #include "tte_types.h"
 
+#include "tte_broadcast.h"
+#include "tte_concat.h"
 #include "tte_conv.h"
 #include "tte_eltwise.h"
 #include "tte_fc.h"
+#include "tte_grad_ext.h"
+#include "tte_max_pool.h"
 #include "tte_pool.h"
 #include "tte_shape.h"
 #include "tte_softmax.h"

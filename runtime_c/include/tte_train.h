@@ -140,28 +140,26 @@ void tte_avg_pool2d_grad_f32(const tte_pool_params *params, const tte_dims *grad
 void tte_pad_grad_f32(const tte_pad_params *params, const tte_dims *grad_dims, const float *grad,
                       const tte_dims *in_dims, float *in_grad);
 
-/* Copies `bytes` bytes: a state tensor into the buffer of its new value when the two are not the same memory
- * (updates then work in place on the copy). */
-void tte_state_copy(int32_t bytes, const void *in, void *out);
-
-/* --- input gradients (train_conv.c, train_fc.c) --------------------------------------------------------------- */
+/* --- input gradients (train_conv_grad.c, train_fc.c) ---------------------------------------------------------- */
 
 /* Conv: das[p, o] = grad[p, o] * w_scale[o]; in_grad[h, w, i] = sum over taps (kh, then kw, ascending; only
  * those that reach an output position) and then o ascending of das[oh, ow, o] * (float)w[o, kh, kw, i].
- * grad_dims {1, OH, OW, O}, filter_dims {O, KH, KW, I}, in_dims {1, H, W, I}. */
+ * grad_dims {1, OH, OW, O}, filter_dims {O, KH, KW, I}, in_dims {1, H, W, I}; w_scale [O] (per-tensor scales
+ * repeated). With `part`, trained channels read part->sram [O, KH, KW, T]. in_grad must not overlap grad. */
 void tte_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const float *w_scale, const tte_dims *grad_dims,
                                   const float *grad, const tte_dims *filter_dims, const int8_t *filter,
                                   const tte_weight_part *part, const tte_dims *in_dims, float *in_grad);
 
 /* Depthwise: in_grad[h, w, c] = sum over taps (kh, kw) and then m ascending of
- * (grad[oh, ow, c M + m] * w_scale[c M + m]) * (float)w[kh, kw, c M + m]. filter_dims {1, KH, KW, C M}. */
+ * (grad[oh, ow, c M + m] * w_scale[c M + m]) * (float)w[kh, kw, c M + m]. filter_dims {1, KH, KW, C M};
+ * part->sram [1, KH, KW, T M]. Stack: about 600 bytes (the taps of a pixel; kernels up to 7x7 on the fast path). */
 void tte_depthwise_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const float *w_scale,
                                             const tte_dims *grad_dims, const float *grad,
                                             const tte_dims *filter_dims, const int8_t *filter,
                                             const tte_weight_part *part, const tte_dims *in_dims, float *in_grad);
 
 /* Fully connected (batch 1): in_grad[i] = sum over o ascending of (grad[o] * w_scale[o]) *
- * (float)(w[o, i] + filter_offset). filter_dims {O, 1, 1, I}; in_grad has I values. */
+ * (float)(w[o, i] + filter_offset). filter_dims {O, 1, 1, I}; in_grad has I values; part->sram [O, T]. */
 void tte_fully_connected_grad_input_s8_f32(int32_t filter_offset, const float *w_scale, const float *grad,
                                            const tte_dims *filter_dims, const int8_t *filter,
                                            const tte_weight_part *part, float *in_grad);
@@ -170,7 +168,11 @@ void tte_fully_connected_grad_input_s8_f32(int32_t filter_offset, const float *w
 void tte_fully_connected_grad_input_f32(const float *grad, const tte_dims *filter_dims, const float *filter,
                                         float *in_grad);
 
-/* --- fused updates (train_update.c, train_conv.c, train_fc.c) ------------------------------------------------- */
+/* --- fused updates (train_update.c, train_conv_update.c, train_fc.c) ------------------------------------------ */
+
+/* Copies `bytes` bytes: a state tensor into the buffer of its new value when the two are not the same memory
+ * (updates then work in place on the copy). */
+void tte_state_copy(int32_t bytes, const void *in, void *out);
 
 /* Bias: g[o] = sum over positions p (raster order) of grad[p, o]; bias[o] = tte_qas_update_s32(bias[o], g[o],
  * *lr, factor[o], rng), o ascending. grad_dims {N, H, W, O} (positions = N H W). */
@@ -186,8 +188,7 @@ void tte_bias_update_f32(const float *lr, int32_t size, const float *grad, float
  * in_dims {1, H, W, T}: the saved trained input channels (or the whole input when all are trained);
  * grad_dims {1, OH, OW, O}; filter_dims {O, KH, KW, C}: with C == T the filter holds exactly the trained
  * channels (the SRAM part, or the whole weight when every channel trains), otherwise it is the whole weight
- * and element t is written at channel channels[t]. Partial sums go through a stack buffer of
- * TTE_TRAIN_CHUNK floats (default 64). */
+ * and element t is written at channel channels[t]. Stack: about 600 bytes on Cortex-M7. */
 void tte_conv2d_update_weight_s8_f32(const tte_update_params *params, const tte_conv_geom *geom,
                                      const float *factor, const float *lr, const tte_dims *in_dims,
                                      const int8_t *in, const tte_dims *grad_dims, const float *grad,

@@ -43,11 +43,11 @@ static inline float tte_pow2_f32(int32_t k)
 
 /* e^x in single precision (tte.train.fp32.exp_f32, Cephes expf): 0 below -87, x clamped at 88;
  * n = floor(x log2(e) + 1/2), r = (x - n C1) - n C2, y = (p(r) r^2 + r) + 1, times 2^n. Relative error
- * below 3e-7 over [-87, 88]. NaN input: unspecified. */
+ * below 3e-7 over [-87, 88]. NaN gives 0 (the reference gives NaN; a NaN here means training has diverged). */
 static inline float tte_exp_f32(float x)
 {
     float n, r, p, y;
-    if (x < -87.0f) {
+    if (!(x >= -87.0f)) {
         return 0.0f;
     }
     if (x > 88.0f) {
@@ -116,10 +116,13 @@ static inline float tte_uniform_f32(uint32_t x)
 
 /* The integer step of an update delta (tte.train.fp32.round_update): delta clamped to +-2^24, then
  * stochastic floor(delta + u) with u the next draw of *rng (one draw per call), or, when rng is NULL,
- * nearest (half away from zero). Result in [-2^24, 2^24 + 1]. */
+ * nearest (half away from zero). Result in [-2^24, 2^24 + 1]. A NaN delta gives 0 (a draw is still consumed;
+ * the reference's result is platform-dependent there). */
 static inline int32_t tte_round_step_f32(float delta, uint32_t *rng)
 {
-    const float d = delta < -16777216.0f ? -16777216.0f : (delta > 16777216.0f ? 16777216.0f : delta);
+    const float d = delta != delta ? 0.0f
+                                   : (delta < -16777216.0f ? -16777216.0f
+                                                           : (delta > 16777216.0f ? 16777216.0f : delta));
     if (rng != 0) {
         const uint32_t x = tte_xorshift32(*rng);
         *rng = x;

@@ -49,6 +49,22 @@ static inline int8_t tte_out_mask_s8(int32_t v, const tte_out_stage *o, tte_bit_
     return tte_out_s8(v, o->offset, o->act_min, o->act_max);
 }
 
+/* tte_out_mask_s8 for element i written out of order: the mask must have been cleared (tte_mask_clear). */
+static inline void tte_out_mask_at(int8_t *out, uint8_t *mask, int32_t i, int32_t v, const tte_out_stage *o)
+{
+    const uint32_t bit = (uint32_t)((v >= o->act_min - o->offset) & (v <= o->act_max - o->offset));
+    mask[i >> 3] = (uint8_t)(mask[i >> 3] | (bit << (i & 7)));
+    out[i] = tte_out_s8(v, o->offset, o->act_min, o->act_max);
+}
+
+static inline void tte_mask_clear(uint8_t *mask, int32_t elements)
+{
+    int32_t i;
+    for (i = 0; i < (elements + 7) / 8; i++) {
+        mask[i] = 0;
+    }
+}
+
 static inline int32_t tte_max32(int32_t a, int32_t b)
 {
     return a > b ? a : b;

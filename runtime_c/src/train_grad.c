@@ -104,13 +104,3 @@ void tte_pad_grad_f32(const tte_pad_params *params, const tte_dims *grad_dims, c
         }
     }
 }
-
-void tte_state_copy(int32_t bytes, const void *in, void *out)
-{
-    const uint8_t *src = (const uint8_t *)in;
-    uint8_t *dst = (uint8_t *)out;
-    int32_t i;
-    for (i = 0; i < bytes; i++) {
-        dst[i] = src[i];
-    }
-}

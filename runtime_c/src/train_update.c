@@ -1,6 +1,6 @@
 /* Bias updates of the train step (tte_train.h): the int32 QAS update with stochastic or nearest rounding, and
  * the fp32 head's plain SGD. The bias gradient of channel o is the sum of its output gradients over the
- * positions in raster order, from 0.0f. */
+ * positions in raster order, from 0.0f. Also the state copy that precedes an update not done in place. */
 #include "tte_train.h"
 #include "tte_train_math.h"
 
@@ -25,5 +25,15 @@ void tte_bias_update_f32(const float *lr, int32_t size, const float *grad, float
     int32_t o;
     for (o = 0; o < size; o++) {
         bias[o] = bias[o] - rate * grad[o];
+    }
+}
+
+void tte_state_copy(int32_t bytes, const void *in, void *out)
+{
+    const uint8_t *src = (const uint8_t *)in;
+    uint8_t *dst = (uint8_t *)out;
+    int32_t i;
+    for (i = 0; i < bytes; i++) {
+        dst[i] = src[i];
     }
 }

@@ -10,6 +10,7 @@ enum {
     SYS_WRITE0 = 0x04,
     SYS_WRITE = 0x05,
     SYS_READ = 0x06,
+    SYS_SEEK = 0x0A,
     SYS_FLEN = 0x0C,
     SYS_GET_CMDLINE = 0x15,
     SYS_EXIT = 0x18,
@@ -93,6 +94,12 @@ int tte_sh_write(int handle, const void *buf, size_t len)
 {
     uint32_t block[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)buf, (uint32_t)len};
     return sh_call(SYS_WRITE, block) == 0 ? 0 : -1;
+}
+
+int tte_sh_seek(int handle, uint32_t pos)
+{
+    uint32_t block[2] = {(uint32_t)handle, pos};
+    return sh_call(SYS_SEEK, block) == 0 ? 0 : -1;
 }
 
 long tte_sh_flen(int handle)

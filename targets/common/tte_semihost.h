@@ -36,6 +36,8 @@ int tte_sh_close(int handle);
 long tte_sh_read(int handle, void *buf, size_t len);
 /* Writes `len` bytes; returns 0 on success, -1 otherwise. */
 int tte_sh_write(int handle, const void *buf, size_t len);
+/* Moves the read/write position of an open file to byte `pos` from its start; 0 on success, -1 otherwise. */
+int tte_sh_seek(int handle, uint32_t pos);
 /* The length of an open file in bytes, or -1. */
 long tte_sh_flen(int handle);
 /* Copies the command line (QEMU: the `arg=` items of -semihosting-config, space separated) into buf; returns

@@ -17,11 +17,11 @@ from pathlib import Path
 import onnx
 
 from tte.errors import ModelFormatError, TteError, UnsupportedError
-from tte.frontend import c_identifier, onnx_qdq, onnx_qop, onnx_shapes
+from tte.frontend import c_identifier, onnx_ops_ext, onnx_qdq, onnx_qop, onnx_shapes
 from tte.frontend.onnx_common import QINT8_HINT, Ctx, FloatInput, node_name
 from tte.ir import Graph, IOSpec
 
-HANDLERS = {**onnx_qdq.HANDLERS, **onnx_shapes.HANDLERS, **onnx_qop.HANDLERS}
+HANDLERS = {**onnx_qdq.HANDLERS, **onnx_shapes.HANDLERS, **onnx_qop.HANDLERS, **onnx_ops_ext.HANDLERS}
 DOMAINS = ("", "ai.onnx", "com.microsoft")
 QUANTIZE_HINT = ("quantize it first: `tte quantize model.onnx --data calib.npz` or onnxruntime.quantization."
                  "quantize_static(..., quant_format=QuantFormat.QDQ, per_channel=True)")

@@ -273,3 +273,8 @@ CONVERTERS: dict[str, Callable[[Subgraph, Op], list[Node]]] = {
     "LOGISTIC": _lut("logistic"),
     "TANH": _lut("tanh"),
 }
+
+# Late import: tflite_ops_ext builds on the helpers above.
+from tte.frontend.tflite_ops_ext import EXTRA_CONVERTERS  # noqa: E402
+
+CONVERTERS.update(EXTRA_CONVERTERS)

@@ -21,6 +21,11 @@ scale s_in * s_w[c]; every `act` attribute is the integer clamp `(act_min, act_m
 | lut                | x               | table: 256 int8 values (index x + 128), source_op (optional)     |
 | softmax            | x               | beta (float); over the last axis; output q(1/256, -128)          |
 | requantize         | x               | (int8 -> int8 with new scale/zero point)                         |
+| max_pool2d         | x               | kernel, stride, pad, act (s_in == s_out, zp_in == zp_out)        |
+| mul                | a, b (broadcast) | act                                                             |
+| sub                | a, b (broadcast) | act                                                             |
+| concat             | x0, x1, ...     | axis (inputs share the output quantization)                      |
+| slice              | x               | begin, size, strides (per axis)                                  |
 """
 
 from __future__ import annotations
@@ -64,9 +69,12 @@ def _load_all() -> None:
     # Import for the side effect of registration; the list is the catalogue.
     from tte.ops import (  # noqa: F401
         add,
+        binary,
+        concat_slice,
         conv2d,
         fully_connected,
         lut,
+        max_pool,
         pool,
         requantize,
         shape_ops,

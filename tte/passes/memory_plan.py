@@ -12,7 +12,7 @@ bytes. Training adds saved activations, masks and gradients as more intervals wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tte import ops
@@ -51,6 +51,7 @@ class MemoryPlan:
     alignment: int
     aliases: dict[str, str] = field(default_factory=dict)
     step_names: tuple[str, ...] = ()
+    kinds: dict[str, str] = field(default_factory=dict)  # buffer -> what it holds (train steps: mask, ...)
 
     def offset(self, name: str) -> int:
         """The arena offset of a buffer or of a tensor aliased to one."""
@@ -91,25 +92,30 @@ def _align(n: int, alignment: int) -> int:
 
 
 def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[str] = (),
-         aliases: dict[str, str] | None = None) -> MemoryPlan:
+         aliases: dict[str, str] | None = None, fixed: Mapping[str, int] | None = None,
+         kinds: Mapping[str, str] | None = None) -> MemoryPlan:
     """Greedy placement (TFLite Micro's GreedyMemoryPlanner): largest first, first fit among overlapping buffers.
 
-    Ties are broken by first use, then name, so the same intervals always give the same plan.
+    Ties are broken by first use, then name, so the same intervals always give the same plan. Buffers named in
+    `fixed` are placed first, at the given (aligned) offsets: a graph input that two entry points share.
     """
     if alignment <= 0 or alignment & (alignment - 1):
         raise ValueError(f"alignment {alignment} is not a power of two")
     buffers = tuple(buffers)
     if len({b.name for b in buffers}) != len(buffers):
         raise ValueError("buffer names must be unique")
-    placed: list[tuple[int, Buffer]] = []  # (offset, buffer), kept sorted by offset
-    offsets: dict[str, int] = {}
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+    fixed = dict(fixed or {})
+    if any(o % alignment for o in fixed.values()) or not set(fixed) <= {b.name for b in buffers}:
+        raise ValueError(f"fixed offsets {fixed} must be aligned and name planned buffers")
+    placed = sorted(((fixed[b.name], b) for b in buffers if b.name in fixed), key=lambda p: (p[0], p[1].name))
+    offsets = {b.name: o for o, b in placed}  # (offset, buffer) pairs above are kept sorted by offset
+    for buf in sorted((b for b in buffers if b.name not in fixed), key=lambda b: (-b.size, b.first, b.name)):
         offset = _first_fit(buf, placed, alignment)
         offsets[buf.name] = offset
         placed.append((offset, buf))
         placed.sort(key=lambda p: (p[0], p[1].name))
     arena = max((_align(o + b.size, alignment) for o, b in placed), default=0)
-    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names))
+    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names), dict(kinds or {}))
 
 
 def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], alignment: int) -> int:
@@ -179,11 +185,11 @@ def graph_buffers(graph: Graph, external: Iterable[str] = (),
 
 
 def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
-               copies: Iterable[str] = ()) -> MemoryPlan:
-    """Plan the arena of an inference graph (see `graph_buffers`)."""
+               copies: Iterable[str] = (), fixed: Mapping[str, int] | None = None) -> MemoryPlan:
+    """Plan the arena of an inference graph (see `graph_buffers`); `fixed` pins buffers to offsets."""
     buffers, aliases = graph_buffers(graph, external, copies)
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
-    return plan(buffers, alignment, names, aliases)
+    return plan(buffers, alignment, names, aliases, fixed)
 
 
 # --- text -----------------------------------------------------------------------------------------------------
@@ -195,16 +201,32 @@ def _plan_text(p: MemoryPlan, width: int) -> str:
         f"arena {p.arena_bytes} bytes, peak live {p.peak_live_bytes} bytes at step {p.peak_step} "
         f"({p.step_label(p.peak_step)}), {len(p.buffers)} buffers, alignment {p.alignment}",
         "",
-        f"{'offset':>8} {'size':>8} {'first':>5} {'last':>5}  name",
     ]
+    if p.kinds:
+        lines += [_kind_totals(p), ""]
+    kind_w = max([0, *(len(k) + 1 for k in p.kinds.values())])
+    kind_head = f"{'kind':<{kind_w}}" if kind_w else ""
+    lines.append(f"{'offset':>8} {'size':>8} {'first':>5} {'last':>5}  {kind_head}name")
     order = sorted(p.buffers, key=lambda b: (p.offsets[b.name], b.first, b.name))
     for b in order:
-        lines.append(f"{p.offsets[b.name]:>8} {b.size:>8} {b.first:>5} {b.last:>5}  {b.name}")
+        kind = f"{p.kinds.get(b.name, ''):<{kind_w}}" if kind_w else ""
+        lines.append(f"{p.offsets[b.name]:>8} {b.size:>8} {b.first:>5} {b.last:>5}  {kind}{b.name}")
     for tensor, root in sorted(p.aliases.items()):
-        lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {tensor} -> shares {root}")
+        lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{tensor} -> shares {root}")
     if steps:
         lines += ["", _timeline(p, order, steps, width)]
     return "\n".join(lines) + "\n"
+
+
+def _kind_totals(p: MemoryPlan) -> str:
+    """One line: buffers and bytes of each kind, and what of each is live at the peak step."""
+    peak = {b.name for b in p.live_at(p.peak_step)}
+    parts = []
+    for kind in sorted(set(p.kinds.values())):
+        bufs = [b for b in p.buffers if p.kinds.get(b.name) == kind]
+        at_peak = sum(b.size for b in bufs if b.name in peak)
+        parts.append(f"{kind} {len(bufs)} buffers {sum(b.size for b in bufs)} B ({at_peak} B live at the peak)")
+    return "by kind: " + "; ".join(parts)
 
 
 def _timeline(p: MemoryPlan, order: list[Buffer], steps: int, width: int) -> str:

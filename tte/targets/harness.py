@@ -1,8 +1,9 @@
 """`tte run --emulator`: run a compiled model's firmware in QEMU on a data set and measure it.
 
 The samples are quantized on the host exactly as `tte.host` does, packed into one file that the firmware reads
-through semihosting (targets/harness/tte_harness.c); the firmware writes the int8 outputs back to a file and
-prints its measurements (SysTick ticks around each model call, stack high-water mark).
+through semihosting (targets/harness/tte_harness.c) straight into the model's input buffers; the firmware writes
+the int8 outputs back to a file and prints its measurements (SysTick ticks around each model call, stack
+high-water mark). `train_emulator` does the same for a model with a train step (tte/targets/training.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ from tte.host import IOInfo
 from tte.host import read_meta as read_model_meta
 from tte.targets.boards import QEMU_INSTRUCTIONS_PER_TICK
 from tte.targets.build import BuildResult, build
-from tte.targets.project import read_meta
+from tte.targets.project import configure_harness, read_meta
 from tte.targets.qemu import run_qemu
+from tte.targets.training import DEFAULT_LR, TrainRun, check_labels, run_training
 
 _RESULT = re.compile(r"^TTE_RESULT (.*)$", re.MULTILINE)
 SECONDS_PER_SAMPLE = 5.0  # generous QEMU time per model call, on top of the base timeout
@@ -99,40 +102,87 @@ def run_samples(out: Path, fw: BuildResult, packed: bytes, count: int, timeout: 
     return raw, result
 
 
-def split_outputs(raw: bytes, outputs: tuple[IOInfo, ...], count: int) -> tuple[np.ndarray, ...]:
-    per_sample = sum(io.size for io in outputs)
-    flat = np.frombuffer(raw, dtype=np.int8).reshape(count, per_sample)
+def split_outputs(raw: bytes, outputs: tuple[IOInfo, ...], count: int,
+                  dtypes: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
+    """The firmware's output file as one array per output (int8, or float32 for an fp32 head), samples first."""
+    kinds = [np.dtype("<f4") if d == "float32" else np.dtype(np.int8) for d in dtypes or ["int8"] * len(outputs)]
+    per_sample = sum(io.size * k.itemsize for io, k in zip(outputs, kinds, strict=True))
+    flat = np.frombuffer(raw, dtype=np.uint8).reshape(count, per_sample)
     arrays, offset = [], 0
-    for io in outputs:
-        arrays.append(flat[:, offset:offset + io.size].reshape(count, *io.shape[1:]).copy())
-        offset += io.size
+    for io, kind in zip(outputs, kinds, strict=True):
+        nbytes = io.size * kind.itemsize
+        part = np.ascontiguousarray(flat[:, offset:offset + nbytes]).view(kind)
+        arrays.append(part.reshape(count, *io.shape[1:]).copy())
+        offset += nbytes
     return tuple(arrays)
 
 
 def run_emulator(out: str | os.PathLike, data: str | os.PathLike, steps: int | None = None,
                  timeout: float | None = None, eval_data: str | os.PathLike | None = None) -> EmulatorRun:
-    """Build the firmware in `out`, run the first `steps` samples of `data` (all by default) in QEMU.
+    """Build the inference firmware in `out`, run the first `steps` samples of `data` (all by default) in QEMU.
 
-    Returns the int8 outputs and a summary with the measured figures; `out/report.json` gets them too.
+    (`eval_data`, when given, is run instead of `data`.) Returns the int8 outputs and a summary with the
+    measured figures; `out/report.json` gets them too.
     """
-    out = Path(out)
-    meta = read_meta(out)
-    if meta.get("program") != "infer":
-        raise TteError(f"{out} holds no compiled model firmware", hint="compile with --target cortex-m4 (or m7)")
-    model = read_model_meta(out)
-    inputs = tuple(IOInfo.from_json(d) for d in model["inputs"])
+    out, model, inputs = _model(out)
     outputs = tuple(IOInfo.from_json(d) for d in model["outputs"])
     xs, labels = load_samples(eval_data or data, inputs)
     count = len(xs[0]) if steps is None else min(int(steps), len(xs[0]))
     if count <= 0:
         raise TteError("no samples to run", hint="give --steps N with N >= 1 and a non-empty data file")
+    configure_harness(out, params_dump=False)
     fw = build(out)
     packed = pack_samples(xs, inputs, count)
     raw, result = run_samples(out, fw, packed, count, timeout or 60.0 + SECONDS_PER_SAMPLE * count)
-    outs = split_outputs(raw, outputs, count)
+    outs = split_outputs(raw, outputs, count, [d.get("dtype", "int8") for d in model["outputs"]])
     summary = make_summary(fw, model["name"], result, raw, outs, labels[:count] if labels is not None else None)
     update_report(out, summary)
     return EmulatorRun(outs, summary)
+
+
+def train_emulator(out: str | os.PathLike, data: str | os.PathLike, steps: int | None = None,
+                   eval_data: str | os.PathLike | None = None, lr: float | Sequence[float] = DEFAULT_LR,
+                   seed: int | None = None, timeout: float | None = None, params_dump: bool = True,
+                   check_budget: bool = True) -> TrainRun:
+    """Build the training firmware in `out` and train it in QEMU: evaluate `eval_data`, run `steps` train steps
+    on the samples of `data` in file order (wrapping around; default: one pass), evaluate again, read back the
+    parameters.
+
+    Without `eval_data` the accuracy is measured on `data` (as `tte simulate` does). `lr`: one learning rate, or
+    one per step. `seed`: passed to `<name>_seed` before the first step (None: the model's own initial state).
+    `params_dump=False` saves the firmware the SRAM of a parameter copy (then params_sha256 is None).
+    `check_budget=False` runs a firmware over the board's SRAM budget (to measure it). The summary also goes
+    into `out/report.json`.
+    """
+    out, model, inputs = _model(out)
+    if not configure_harness(out, params_dump=params_dump):
+        raise TteError(f"{out}: the model was compiled without a train step",
+                       hint="compile with --update (and --head) to train it; `tte run` without --lr/--seed runs "
+                            "inference")
+    classes = int(np.prod(model["outputs"][0]["shape"]))
+    train = load_samples(data, inputs)
+    check_labels(data, train[1], classes)
+    steps = len(train[0][0]) if steps is None else int(steps)
+    evaluation = train  # as `tte simulate`: accuracy on the train samples when there is no eval set
+    if eval_data is not None:
+        evaluation = load_samples(eval_data, inputs)
+        check_labels(eval_data, evaluation[1], classes)
+    fw = build(out, check_budget=check_budget)
+    out_bytes = sum(int(np.prod(d["shape"])) * (4 if d.get("dtype") == "float32" else 1) for d in model["outputs"])
+    run = run_training(out, fw, model["name"], inputs, train, evaluation, steps, lr, seed, timeout,
+                       params_dump, out_bytes)
+    update_report(out, run.summary, TRAIN_REPORT_KEYS)
+    return run
+
+
+def _model(out: str | os.PathLike) -> tuple[Path, dict, tuple[IOInfo, ...]]:
+    out = Path(out)
+    meta = read_meta(out)
+    if meta.get("program") != "infer":
+        raise TteError(f"{out} holds no compiled model firmware",
+                       hint="compile with --target cortex-m4, cortex-m7 or stm32f746")
+    model = read_model_meta(out)
+    return out, model, tuple(IOInfo.from_json(d) for d in model["inputs"])
 
 
 def make_summary(fw: BuildResult, name: str, result: dict, raw: bytes, outs: tuple[np.ndarray, ...],
@@ -152,6 +202,7 @@ def make_summary(fw: BuildResult, name: str, result: dict, raw: bytes, outs: tup
         "elf_text": fw.sizes.text,
         "elf_data": fw.sizes.data,
         "elf_bss": fw.sizes.bss,
+        "sram_measured_bytes": fw.sizes.data + fw.sizes.bss + result["stack_peak"],
         "firmware_sram_bytes": fw.sizes.sram,
         "firmware_flash_bytes": fw.sizes.flash,
         "outputs_sha256": hashlib.sha256(raw).hexdigest(),
@@ -163,15 +214,18 @@ def make_summary(fw: BuildResult, name: str, result: dict, raw: bytes, outs: tup
     return summary
 
 
-REPORT_KEYS = ("elf_text", "elf_data", "elf_bss", "stack_peak_bytes", "instructions_per_inference")
+REPORT_KEYS = ("elf_text", "elf_data", "elf_bss", "stack_peak_bytes", "instructions_per_inference",
+               "sram_measured_bytes")
+TRAIN_REPORT_KEYS = (*REPORT_KEYS, "instructions_per_train_step", "instructions_per_train_step_first",
+                     "params_sha256")
 
 
-def update_report(out: Path, summary: dict[str, Any]) -> None:
+def update_report(out: Path, summary: dict[str, Any], keys: Sequence[str] = REPORT_KEYS) -> None:
     """Add the measured figures to out/report.json (when it exists)."""
     path = out / "report.json"
     if not path.is_file():
         return
     report = json.loads(path.read_text())
-    report.update({k: summary[k] for k in REPORT_KEYS})
+    report.update({k: summary[k] for k in keys})
     report["measured_on"] = f"qemu {summary['target']}"
     path.write_text(json.dumps(report, indent=1) + "\n")

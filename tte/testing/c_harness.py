@@ -24,6 +24,7 @@ import numpy as np
 from cffi import FFI
 
 from codegen.ops import INCLUDE_DIR, RUNTIME_DIR, ConstArray, emit
+from codegen.ops.train_update import inplace_outputs
 from tte import ops
 from tte.ir import DTYPES, Graph
 
@@ -55,25 +56,36 @@ def _c_array(name: str, ctype: str, values: np.ndarray, const: bool = True) -> s
     return f"static {'const ' if const else ''}{ctype} {name}[{max(flat.size, 1)}] = {{{body or '0'}}};"
 
 
-def _buffers(graph: Graph) -> dict[str, int]:
-    """A buffer index per non-constant tensor; reshape outputs share their input's buffer."""
+def _buffers(graph: Graph, inplace_state: bool = False) -> dict[str, int]:
+    """A buffer index per non-constant tensor; reshape outputs share their input's buffer. With `inplace_state`,
+    the tensors a train step updates in place (`codegen.ops.train_update.inplace_outputs`) share one buffer
+    with the state they update, and constant state gets a (mutable) buffer too."""
     index: dict[str, int] = {}
     for io in graph.inputs:
         index[io.tensor] = len(set(index.values()))
     for node in graph.nodes:
+        pairs = dict((o, i) for i, o in inplace_outputs(node)) if inplace_state else {}
+        for src in pairs.values():
+            if src not in index:
+                index[src] = max(index.values(), default=-1) + 1
         for out in node.outputs:
-            if ops.get(node.op).inplace_alias:
+            if out in pairs:
+                index[out] = index[pairs[out]]
+            elif ops.get(node.op).inplace_alias:
                 index[out] = index[node.inputs[0]]
             else:
                 index[out] = max(index.values(), default=-1) + 1
     return index
 
 
-def generate(graph: Graph, prefix: str = "tte_harness_") -> HarnessSource:
+def generate(graph: Graph, prefix: str = "tte_harness_", inplace_state: bool = False) -> HarnessSource:
     """The C source of `graph`: weight arrays, per-node constants, one static buffer per tensor, and the
-    functions `<prefix>buffer(index)` (a tensor's buffer) and `<prefix>run()`."""
-    buffers = _buffers(graph)
-    weights = {name: f"w{i}" for i, name in enumerate(n for n, t in graph.tensors.items() if t.is_const)}
+    functions `<prefix>buffer(index)` (a tensor's buffer) and `<prefix>run()`. With `inplace_state` a train
+    step's state tensors live in mutable buffers that its updates change in place (see `_buffers`)."""
+    buffers = _buffers(graph, inplace_state)
+    weights = {name: f"w{i}" for i, name in
+               enumerate(n for n, t in graph.tensors.items() if t.is_const and n not in buffers)}
+    initial = {buffers[n]: t for n, t in graph.tensors.items() if t.is_const and n in buffers}
     sizes: dict[int, tuple[str, int]] = {}
     for name, i in buffers.items():
         t = graph[name]
@@ -94,7 +106,8 @@ def generate(graph: Graph, prefix: str = "tte_harness_") -> HarnessSource:
     lines = ["#include <stddef.h>", "#include <stdint.h>", '#include "tte_runtime.h"', ""]
     lines += [_c_array(weights[n], CTYPES[t.dtype], t.data) for n, t in graph.tensors.items() if n in weights]
     lines += [_c_array(c.name, c.ctype, c.values) for c in consts]
-    lines += [f"static {ctype} b{i}[{max(size, 1)}];" for i, (ctype, size) in sorted(sizes.items())]
+    lines += [_c_array(f"b{i}", ctype, initial[i].data, const=False) if i in initial else
+              f"static {ctype} b{i}[{max(size, 1)}];" for i, (ctype, size) in sorted(sizes.items())]
     lines += [f"static void *const buffers[{max(len(sizes), 1)}] = {{{', '.join(f'b{i}' for i in sorted(sizes))}}};"]
     lines += [f"void *{prefix}buffer(int index);", f"void {prefix}run(void);", ""]
     lines += [f"void *{prefix}buffer(int index)", "{", "    return buffers[index];", "}", ""]
@@ -132,9 +145,9 @@ def _object(source: str, flags: tuple[str, ...], headers: bytes) -> Path:
     return obj
 
 
-def build(graph: Graph, dsp: bool = False) -> tuple[Path, HarnessSource]:
+def build(graph: Graph, dsp: bool = False, inplace_state: bool = False) -> tuple[Path, HarnessSource]:
     """Build (or find in the cache) the shared library of `graph`."""
-    src = generate(graph)
+    src = generate(graph, inplace_state=inplace_state)
     flags = CFLAGS + (("-DTTE_DSP_EMULATE",) if dsp else ())
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     headers = _headers_digest()
@@ -185,3 +198,44 @@ def run_c(graph: Graph, inputs: Mapping[str, np.ndarray] | np.ndarray, dsp: bool
         raw = _FFI.buffer(lib.tte_harness_buffer(src.buffers[io.tensor]), t.nbytes)
         outputs[io.tensor] = np.frombuffer(bytes(raw), dtype=DTYPES[t.dtype]).reshape(t.shape).copy()
     return outputs
+
+
+class CProgram:
+    """A graph built into a host library whose state persists between runs: a train step with its state tensors
+    updated in place (`inplace_state`), as the generated firmware keeps them in SRAM.
+
+    The library is shared by every CProgram of the same graph in the process; the constructor (and `reset`)
+    puts the state tensors back to their values in the graph.
+    """
+
+    def __init__(self, graph: Graph, inplace_state: bool = True, dsp: bool = False) -> None:
+        self.graph = graph
+        path, self.source = build(graph, dsp, inplace_state)
+        if path not in _LIBS:
+            _LIBS[path] = _FFI.dlopen(str(path))
+        self._lib = _LIBS[path]
+        self.reset()
+
+    def reset(self) -> None:
+        for name, t in self.graph.tensors.items():
+            if t.is_const and name in self.source.buffers:
+                self.write(name, t.data)
+
+    def write(self, tensor: str, value: np.ndarray) -> None:
+        t = self.graph[tensor]
+        x = np.ascontiguousarray(value, dtype=DTYPES[t.dtype])
+        if x.size != t.size:
+            raise ValueError(f"{tensor}: expected {t.size} values, got {x.size}")
+        _FFI.memmove(self._lib.tte_harness_buffer(self.source.buffers[tensor]), x.tobytes(), x.nbytes)
+
+    def read(self, tensor: str) -> np.ndarray:
+        t = self.graph[tensor]
+        raw = _FFI.buffer(self._lib.tte_harness_buffer(self.source.buffers[tensor]), t.nbytes)
+        return np.frombuffer(bytes(raw), dtype=DTYPES[t.dtype]).reshape(t.shape).copy()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run: writes the graph inputs, runs, returns the graph outputs."""
+        for io in self.graph.inputs:
+            self.write(io.tensor, inputs[io.tensor])
+        self._lib.tte_harness_run()
+        return {io.tensor: self.read(io.tensor) for io in self.graph.outputs}

@@ -26,7 +26,8 @@ from tte.quant import activation_range
 _TYPES = {"int8": fb.TensorType.INT8, "int32": fb.TensorType.INT32, "float32": fb.TensorType.FLOAT32,
           "int16": fb.TensorType.INT16, "uint8": fb.TensorType.UINT8}
 _LUT_SOURCES = {"hard_swish": fb.BuiltinOperator.HARD_SWISH, "logistic": fb.BuiltinOperator.LOGISTIC,
-                "tanh": fb.BuiltinOperator.TANH}
+                "tanh": fb.BuiltinOperator.TANH, "relu": fb.BuiltinOperator.RELU, "relu6": fb.BuiltinOperator.RELU6,
+                "leaky_relu": fb.BuiltinOperator.LEAKY_RELU}
 
 
 def write_tflite(graph: Graph) -> bytes:
@@ -313,7 +314,58 @@ def _softmax_options(node: Node) -> fb.SoftmaxOptionsT:
 
 
 def _lut(w: _Writer, node: Node) -> None:
+    if node.attrs["source_op"] == "leaky_relu":
+        opts = fb.LeakyReluOptionsT()
+        opts.alpha = float(node.attrs["alpha"])
+        _unary(fb.BuiltinOperator.LEAKY_RELU, fb.BuiltinOptions.LeakyReluOptions, lambda n: opts)(w, node)
+        return
     _unary(_LUT_SOURCES[node.attrs["source_op"]])(w, node)
+
+
+def _max_pool(w: _Writer, node: Node) -> None:
+    kernel = tuple(int(k) for k in node.attrs["kernel"])
+    code, pad = _padding(w, node, kernel)
+    if pad is not None:
+        raise UnsupportedError(f"max-pool padding {pad} is neither SAME nor VALID", node=node.name, op=node.op,
+                               hint="a PAD op would add zero-point values that can win the maximum")
+    opts = fb.Pool2DOptionsT()
+    opts.padding = code
+    opts.strideH, opts.strideW = (int(s) for s in node.attrs["stride"])
+    opts.filterHeight, opts.filterWidth = kernel
+    opts.fusedActivationFunction = _fused(w, node)
+    w.op(fb.BuiltinOperator.MAX_POOL_2D, [w.tensor(node.inputs[0])], [w.tensor(node.outputs[0])],
+         fb.BuiltinOptions.Pool2DOptions, opts)
+
+
+def _binary(code: int, options_type: int, options_cls: type) -> Callable[[_Writer, Node], None]:
+    def emit(w: _Writer, node: Node) -> None:
+        opts = options_cls()
+        opts.fusedActivationFunction = _fused(w, node)
+        w.op(code, [w.tensor(t) for t in node.inputs[:2]], [w.tensor(node.outputs[0])], options_type, opts)
+    return emit
+
+
+def _concat(w: _Writer, node: Node) -> None:
+    opts = fb.ConcatenationOptionsT()
+    opts.axis = int(node.attrs["axis"])
+    w.op(fb.BuiltinOperator.CONCATENATION, [w.tensor(t) for t in node.inputs], [w.tensor(node.outputs[0])],
+         fb.BuiltinOptions.ConcatenationOptions, opts)
+
+
+def _slice(w: _Writer, node: Node) -> None:
+    begin, size = list(node.attrs["begin"]), list(node.attrs["size"])
+    strides = list(node.attrs.get("strides") or [1] * len(begin))
+    x, y = w.tensor(node.inputs[0]), w.tensor(node.outputs[0])
+    if all(s == 1 for s in strides):
+        w.op(fb.BuiltinOperator.SLICE, [x, w.const_int32(f"{node.name}_begin", begin),
+                                        w.const_int32(f"{node.name}_size", size)], [y],
+             fb.BuiltinOptions.SliceOptions, fb.SliceOptionsT())
+        return
+    end = [b + (n - 1) * s + 1 for b, n, s in zip(begin, size, strides, strict=True)]
+    w.op(fb.BuiltinOperator.STRIDED_SLICE, [x, w.const_int32(f"{node.name}_begin", begin),
+                                            w.const_int32(f"{node.name}_end", end),
+                                            w.const_int32(f"{node.name}_strides", strides)], [y],
+         fb.BuiltinOptions.StridedSliceOptions, fb.StridedSliceOptionsT())
 
 
 _EMITTERS: dict[str, Callable[[_Writer, Node], None]] = {
@@ -330,4 +382,9 @@ _EMITTERS: dict[str, Callable[[_Writer, Node], None]] = {
                          lambda n: fb.QuantizeOptionsT()),
     "softmax": _unary(fb.BuiltinOperator.SOFTMAX, fb.BuiltinOptions.SoftmaxOptions, _softmax_options),
     "lut": _lut,
+    "max_pool2d": _max_pool,
+    "mul": _binary(fb.BuiltinOperator.MUL, fb.BuiltinOptions.MulOptions, fb.MulOptionsT),
+    "sub": _binary(fb.BuiltinOperator.SUB, fb.BuiltinOptions.SubOptions, fb.SubOptionsT),
+    "concat": _concat,
+    "slice": _slice,
 }

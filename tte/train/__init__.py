@@ -6,6 +6,7 @@
 Importing this package registers the training ops (mask variants, gradients, fused updates) in `tte.ops`.
 """
 
+import tte.train.op_grads  # noqa: F401  (registers max_pool2d, lut, mul, sub, concat and slice gradients)
 from tte.train.autodiff import GRAD_RULES, TrainingGraph, TrainOptions, build_training_graph, grad_rule
 from tte.train.head import apply_head
 from tte.train.memory import format_summary, memory_summary

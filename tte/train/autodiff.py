@@ -45,6 +45,7 @@ class TrainOptions:
     rounding: str = "stochastic"
     qas: bool = True
     seed: int = 1
+    hard_swish_threshold: float = 0.0  # HardSwish's derivative is taken as the step x > threshold (a 1-bit mask)
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
@@ -89,6 +90,10 @@ class TrainingGraph:
 
 Rule = Callable[["_Builder", Node, str], None]
 GRAD_RULES: dict[str, Rule] = {}
+# Ops whose gradient needs more than a 1-bit clamp mask from the forward pass (max_pool2d: the arg-max index of
+# each window). saver(builder, node) returns the `<op>_mask` node to emit instead of `node`, having registered
+# its saved output in builder.masks; defined next to the op's gradient rule (tte/train/op_grads.py).
+FORWARD_SAVES: dict[str, Callable[[_Builder, Node], Node]] = {}
 
 
 def grad_rule(*op_names: str) -> Callable[[Rule], Rule]:
@@ -251,7 +256,9 @@ class _Builder:
                 n = self._with_zero_bias(n)
             if lu is not None and lu.weight:
                 self.saved[n.name] = self._save_input(n, lu)
-            if self.depends.get(n.outputs[0]) and needs_mask(n):
+            if self.depends.get(n.outputs[0]) and n.op in FORWARD_SAVES:
+                n = FORWARD_SAVES[n.op](self, n)
+            elif self.depends.get(n.outputs[0]) and needs_mask(n):
                 y = self.tensors[n.outputs[0]]
                 mask = self.tensor(f"{n.name}:mask", (mask_bytes(y.shape),), "uint8")
                 self.masks[n.name] = mask

@@ -1,0 +1,288 @@
+"""The C of a model with a train step: `<name>_train_step`, `<name>_infer`, the parameters' save/restore API.
+
+Input: the train step program (`tte.train.build_training_graph`). Partially trained weights are first split
+into flash + SRAM (codegen/ops/train_split.py): the whole weight stays a `const` array, the trained input
+channels become a state tensor of their own. Then
+- the trainable state (trained weights or their SRAM parts, trained biases, the fp32 head, the xorshift32
+  PRNG state) becomes mutable static arrays (initialised data: in SRAM, the initial image in flash); every new
+  value an update writes (`codegen.ops.train_update.inplace_outputs`) is the same array, updated in place;
+- the whole train step (forward with masks and saved channels, loss, backward with fused updates) is planned
+  by tte/passes/train_plan.py into the model's one static arena;
+- `<name>_infer` runs the forward part with the current parameters (a layer with a split weight uses its mask
+  kernel, the only forward kernel that reads flash + SRAM, its mask going to a scratch buffer). Its plan puts the
+  graph input at the train step's offset, so `<name>_input_buffer(0)` serves both entry points; the arena is
+  the larger of the two plans.
+- `<name>_params_get/_set` copy the state arrays to/from one byte blob, in `TrainCode.params` order: per
+  trained layer in forward order its weight (or SRAM part) then its bias, and the PRNG state last; no padding,
+  native byte order. `<name>_seed(s)` sets the PRNG state (s = 0 stands for 0x9E3779B9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from codegen.emit import (
+    ARENA_ALIGNMENT,
+    CModel,
+    NodeCode,
+    Pointers,
+    Symbols,
+    base_context,
+    bindings,
+    check_name,
+    copy_nodes,
+    emit_nodes,
+    external_tensors,
+    render,
+    runtime_headers,
+)
+from codegen.ops.train_common import SRAM_CHANNELS, SRAM_INPUT
+from codegen.ops.train_split import split_trained_weights, sram_view
+from codegen.ops.train_update import inplace_outputs
+from codegen.weights import CTYPES, CArray, declaration, definition, make_array
+from tte import ops
+from tte.errors import TteError
+from tte.ir import Graph, Node
+from tte.passes.memory_plan import MemoryPlan, plan_graph
+from tte.passes.stripes import pick_stage, with_stage
+from tte.passes.train_plan import plan_train_step
+from tte.train import TrainingGraph
+from tte.train.autodiff import LABEL, LOSS, LR, RNG
+from tte.train.fp32 import seed_state
+
+TRAIN_EXTERNAL = {LABEL: "&label", LR: "&lr", LOSS: "&loss"}  # the train step's own variables
+TRAIN_SOURCES = ("copy.c", "train_update.c")  # the input copy; tte_state_copy for params_get/set
+
+
+@dataclass(frozen=True)
+class Param:
+    """One trainable state array and its place in the `<name>_params_get` blob."""
+
+    tensor: str  # the state tensor (`<w>:sram` for the trained channels of a split weight)
+    symbol: str
+    layer: str  # the forward node it belongs to ("" for the PRNG state)
+    kind: str  # "weight", "bias" or "rng"
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    columns: tuple[int, ...] | None = None  # a split weight's last-axis columns of the whole weight
+
+    def describe(self) -> str:
+        cols = f", columns {len(self.columns)} of the weight's last axis" if self.columns is not None else ""
+        return f"{self.kind} of '{self.layer}'{cols}" if self.layer else "xorshift32 PRNG state"
+
+
+@dataclass(frozen=True)
+class TrainCode:
+    """What the train build emitted beyond inference."""
+
+    program: TrainingGraph  # after the flash + SRAM split
+    infer_graph: Graph  # what `<name>_infer` runs
+    plan: MemoryPlan  # the train step's arena plan
+    infer_plan: MemoryPlan
+    nodes: tuple[NodeCode, ...]
+    params: tuple[Param, ...]
+    state_arrays: tuple[CArray, ...]
+    default_seed: int  # the PRNG state before any `<name>_seed` call
+    classes: int
+
+    @property
+    def params_bytes(self) -> int:
+        return sum(p.nbytes for p in self.params)
+
+    @property
+    def trainable_param_bytes(self) -> int:
+        return sum(p.nbytes for p in self.params if p.kind != "rng")
+
+    @property
+    def rng_bytes(self) -> int:
+        return sum(p.nbytes for p in self.params if p.kind == "rng")
+
+
+def state_homes(graph: Graph, state: tuple[str, ...]) -> dict[str, str]:
+    """Every state tensor and every new value written in place over it -> the state tensor (its array)."""
+    home = {s: s for s in state}
+    for node in graph.nodes:
+        for src, dst in inplace_outputs(node):
+            if src not in home:
+                raise ValueError(f"node {node.name}: updates {src}, which is not trainable state")
+            home[dst] = home[src]
+    return home
+
+
+def c_inference_graph(tg: TrainingGraph) -> Graph:
+    """The forward part of a (split) train step as `<name>_infer` runs it: no saved channels, plain kernels
+    (mask variants only where a weight is split), and the model's output (a final softmax included)."""
+    nodes = [_plain(n) for n in tg.graph.nodes[:tg.num_forward] if n.op != "gather_channels"]
+    out = tg.forward.outputs[0]
+    if out.tensor != tg.logits:  # the softmax the loss replaced
+        tail = tg.forward.producer(out.tensor)
+        assert tail is not None and tail.inputs[0] == tg.logits, "only a softmax may follow the logits"
+        nodes.append(tail)
+    tensors = {**tg.forward.tensors, **tg.graph.tensors}
+    g = replace(tg.graph, name=tg.forward.name, inputs=tg.forward.inputs, outputs=(out,), tensors=tensors)
+    g = g.with_nodes(nodes)
+    g.validate()
+    return g
+
+
+def _plain(node: Node) -> Node:
+    """A forward node of the train step without its mask output, unless it reads a split weight."""
+    base = node.op.removesuffix("_mask")
+    if base == node.op or base not in ops.OPS:
+        return node
+    index = SRAM_INPUT.get(node.op)
+    if index is not None and len(node.inputs) > index and node.inputs[index]:
+        return node
+    inputs = node.inputs[:index] if index is not None else node.inputs
+    attrs = {k: v for k, v in node.attrs.items() if k not in ("index_bits", "mask_table", SRAM_CHANNELS)}
+    return Node(base, node.name, inputs, node.outputs[:1], attrs)
+
+
+def _params(tg: TrainingGraph, home: dict[str, str], symbols: Symbols) -> list[Param]:
+    """The state arrays in params order (forward order of their layers, weight before bias, PRNG last)."""
+    g = tg.graph
+    position = {n.name: i for i, n in enumerate(g.nodes[:tg.num_forward])}
+    owner: dict[str, tuple[str, str]] = {}
+    for node in tg.backward_nodes():
+        pairs = inplace_outputs(node)
+        if pairs:
+            kind = "bias" if node.op.startswith("bias") else "weight"
+            owner.setdefault(home[pairs[0][0]], (node.name.rsplit("/", 1)[0], kind))
+    order = sorted(owner, key=lambda t: (position[owner[t][0]], owner[t][1] != "weight", t))
+    if RNG in tg.state_names:
+        order.append(RNG)
+    params, offset = [], 0
+    for t in order:
+        tensor = g[t]
+        layer, kind = owner.get(t, ("", "rng"))
+        view = sram_view(g, t)
+        columns = tuple(int(c) for c in view[1]) if view else None
+        params.append(Param(t, symbols.new(t), layer, kind, tensor.dtype, tensor.shape, offset, tensor.nbytes,
+                            columns))
+        offset += tensor.nbytes
+    return params
+
+
+def _state_array(p: Param, graph: Graph) -> CArray:
+    data = np.asarray(graph[p.tensor].data)
+    if p.kind == "rng":
+        return make_array(p.symbol, "uint32_t", data.view(np.uint32), "xorshift32 PRNG state (trainable: SRAM)")
+    return make_array(p.symbol, CTYPES[p.dtype], data, f"{p.describe()}: {p.dtype}{list(p.shape)} (trainable: SRAM)")
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A train step and its inference graph with their memory plans (possibly with a striped first stage)."""
+
+    tg: TrainingGraph
+    infer: Graph
+    plan: MemoryPlan
+    infer_plan: MemoryPlan
+
+    @property
+    def arena(self) -> int:
+        return max(self.plan.arena_bytes, self.infer_plan.arena_bytes)
+
+
+def _plan(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: dict[str, str]) -> _Planned:
+    """Both plans, with the input at one offset: where the train plan puts it, or at 0 in both plans, whichever
+    gives the smaller arena (`<name>_input_buffer(0)` serves both entry points)."""
+    g, x = tg.graph, tg.graph.inputs[0].tensor
+    copies = copy_nodes(infer)
+
+    def plans(pin: int | None) -> _Planned:
+        fixed = None if pin is None else {x: pin}
+        tp = plan_train_step(g, tg.num_forward, set(tg.masks.values()), {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT,
+                             fixed)
+        ip = plan_graph(infer, ARENA_ALIGNMENT, external=external, copies=copies, fixed={x: tp.offset(x)})
+        return _Planned(tg, infer, tp, ip)
+
+    return min(plans(None), plans(0), key=lambda p: (p.arena, p.plan.offset(x)))
+
+
+def _striped(base: _Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> _Planned:
+    """The first stage in row stripes (tte/passes/stripes.py) when that gives a smaller arena."""
+    tg, infer = base.tg, base.infer
+
+    def plan(node: Node, scratch: dict) -> tuple[_Planned, int]:
+        k = len(node.attrs["stage"].graph.nodes)
+        staged = replace(tg, graph=with_stage(tg.graph, node, scratch), num_forward=tg.num_forward - k + 1)
+        p = _plan(staged, with_stage(infer, node, scratch), home, external)
+        return p, p.arena
+
+    best = pick_stage(tg.graph, set(home), plan, arena_budget)
+    return best[0] if best is not None and best[1] < base.arena else base
+
+
+def emit_train(program: TrainingGraph, name: str, source: str = "", budget: int | None = None,
+               reserve: int = 0) -> CModel:
+    """The C files of a model with a train step (see the module docstring).
+
+    `budget`: the SRAM the whole model may take, `reserve` of it being for the stack; when the plain plan
+    exceeds it, the first layers run in row stripes if that helps (tte/passes/stripes.py).
+    """
+    check_name(name)
+    if len(program.forward.inputs) != 1:
+        raise TteError(f"the model has {len(program.forward.inputs)} inputs; the train step takes one",
+                       hint="train a single-input model")
+    tg = split_trained_weights(program)
+    infer = c_inference_graph(tg)
+    inputs, outputs = bindings(infer, name)
+    home = state_homes(tg.graph, tg.state_names)
+    external = external_tensors(infer, outputs, copy_nodes(infer))
+    planned = _plan(tg, infer, home, external)
+    static = sum(tg.graph[s].nbytes for s in tg.state_names) + sum(b.nbytes for b in outputs)
+    if budget is not None and planned.arena + static + reserve > budget:
+        planned = _striped(planned, home, external, budget - static - reserve)
+    tg, infer, tplan, iplan = planned.tg, planned.infer, planned.plan, planned.infer_plan
+    g, x = tg.graph, tg.graph.inputs[0].tensor
+
+    symbols, arrays, pool = Symbols(name), {}, {}
+    params = _params(tg, home, symbols)
+    symbol_of = {p.tensor: p.symbol for p in params}
+    state = {t: symbol_of[s] for t, s in home.items()}
+    ipointers = Pointers(infer, name, iplan, external, symbols, arrays, state, pool)
+    tpointers = Pointers(g, name, tplan, dict(TRAIN_EXTERNAL), symbols, arrays, state, pool)
+    icodes, iextra, isources = emit_nodes(infer, ipointers)
+    tcodes, textra, tsources = emit_nodes(g, tpointers)
+    slot = tpointers.ref(x)
+    assert ipointers.ref(x) == slot, "the input must have one place in the arena"
+
+    const_arrays = (*arrays.values(), *iextra, *textra)
+    states = tuple(_state_array(p, g) for p in params)
+    classes = int(np.prod(g[tg.logits].shape))
+    code = TrainCode(tg, infer, tplan, iplan, tuple(tcodes), tuple(params), states,
+                     seed_state(tg.options.seed), classes)
+    ctx = base_context(name, source or program.forward.name, planned.arena, inputs, outputs, icodes, const_arrays,
+                       [ipointers.ref(b.spec.tensor) for b in inputs])
+    ctx["train"] = _train_context(code, name, slot, g[x].size)
+    sources = sorted({*TRAIN_SOURCES, *isources, *tsources})
+    return CModel(name, render(ctx), tuple(sources), runtime_headers(), const_arrays, tplan, inputs, outputs,
+                  tuple(icodes), code, infer)
+
+
+def train_signature(name: str) -> str:
+    return f"float {name}_train_step(const int8_t *x, int32_t label, float lr)"
+
+
+def train_cdefs(name: str) -> list[str]:
+    """The C prototypes of the train API (cffi declares them)."""
+    return [train_signature(name), f"void {name}_params_get(uint8_t *dst)",
+            f"void {name}_params_set(const uint8_t *src)", f"void {name}_seed(uint32_t seed)"]
+
+
+def _train_context(code: TrainCode, name: str, slot: str, input_size: int) -> dict:
+    rng = next((p.symbol for p in code.params if p.kind == "rng"), None)
+    return dict(
+        signature=train_signature(name), nodes=code.nodes, slot=slot, input_size=input_size,
+        params=code.params, params_bytes=code.params_bytes, rng=rng, default_seed=code.default_seed,
+        classes=code.classes, arena_bytes=code.plan.arena_bytes, infer_arena_bytes=code.infer_plan.arena_bytes,
+        state_declarations=[declaration(a, const=False) for a in code.state_arrays],
+        state_definitions=[definition(a, const=False) for a in code.state_arrays],
+        state_bytes=sum(a.nbytes for a in code.state_arrays), update_spec=code.program.spec.text,
+        head=code.program.options.head, rounding=code.program.options.rounding,
+    )
