@@ -12,9 +12,12 @@ channels become a state tensor of their own. Then
   kernel, the only forward kernel that reads flash + SRAM, its mask going to a scratch buffer). Its plan puts the
   graph input at the train step's offset, so `<name>_input_buffer(0)` serves both entry points; the arena is
   the larger of the two plans.
+- over the SRAM budget, the frozen first layers may run in row stripes (tte/passes/stripes.py) in both entry
+  points, when that makes the arena smaller;
 - `<name>_params_get/_set` copy the state arrays to/from one byte blob, in `TrainCode.params` order: per
   trained layer in forward order its weight (or SRAM part) then its bias, and the PRNG state last; no padding,
-  native byte order. `<name>_seed(s)` sets the PRNG state (s = 0 stands for 0x9E3779B9).
+  native byte order; `<name>_params_read/_write(offset, buf, count)` copy a window of that blob (chunked saving
+  without a second copy in SRAM). `<name>_seed(s)` sets the PRNG state (s = 0 stands for 0x9E3779B9).
 """
 
 from __future__ import annotations
@@ -272,7 +275,9 @@ def train_signature(name: str) -> str:
 def train_cdefs(name: str) -> list[str]:
     """The C prototypes of the train API (cffi declares them)."""
     return [train_signature(name), f"void {name}_params_get(uint8_t *dst)",
-            f"void {name}_params_set(const uint8_t *src)", f"void {name}_seed(uint32_t seed)"]
+            f"void {name}_params_set(const uint8_t *src)", f"void {name}_seed(uint32_t seed)",
+            f"void {name}_params_read(uint32_t offset, uint8_t *dst, uint32_t count)",
+            f"void {name}_params_write(uint32_t offset, const uint8_t *src, uint32_t count)"]
 
 
 def _train_context(code: TrainCode, name: str, slot: str, input_size: int) -> dict:

@@ -136,3 +136,37 @@ def test_text_lists_every_buffer_and_a_timeline():
     rows = [line for line in text.splitlines() if line.startswith(("a ", "b ", "c "))]
     assert rows == ["a    |##..|", "c    |..##|", "b    |.##.|"]
     assert "     0     1024     2     3  c" in text
+
+
+def test_fixed_offsets_are_kept_and_avoided():
+    rng = np.random.default_rng(4)
+    bufs = [Buffer(f"t{i}", int(rng.integers(1, 300)), int(a), int(a + rng.integers(0, 4)))
+            for i, a in enumerate(rng.integers(0, 10, 30))]
+    p = plan(bufs, 16, fixed={"t3": 4096, "t7": 0})
+    assert p.offsets["t3"] == 4096 and p.offsets["t7"] == 0 and not _collisions(p)
+    with pytest.raises(ValueError, match="fixed offsets"):
+        plan(bufs, 16, fixed={"t3": 5})
+
+
+def test_train_step_gradients_work_in_place_and_have_kinds():
+    """apply_mask and grad_add overwrite an input that dies at that node; plan.txt names each buffer's kind."""
+    import tte.train  # noqa: F401  (registers the training ops)
+    from tte.ir import Tensor
+    from tte.passes.train_plan import plan_train_step, train_aliases
+
+    t = {n: Tensor(n, (1, 4, 4, 8), "float32") for n in ("dy", "dacc", "g2", "sum", "keep")}
+    t["m"] = Tensor("m", (16,), "uint8")
+    t["x"] = Tensor("x", (1, 4, 4, 8), "int8")
+    nodes = (Node("mean_grad", "f", ("x",), ("m", "keep")),  # stands in for a forward node and its mask
+             Node("mean_grad", "g", ("x",), ("dy",)),
+             Node("apply_mask", "a", ("dy", "m"), ("dacc",)),
+             Node("mean_grad", "h", ("x",), ("g2",)),
+             Node("grad_add", "s", ("dacc", "g2"), ("sum",)),
+             Node("mean_grad", "k", ("sum", "keep"), ("x2",)))
+    t["x2"] = Tensor("x2", (1, 4, 4, 8), "float32")
+    g = Graph("g", t, nodes, (IOSpec("x", (1, 4, 4, 8)),), (IOSpec("x2", (1, 4, 4, 8)),))
+    assert train_aliases(g) == {"dacc": "dy", "sum": "dy"}
+    p = plan_train_step(g, 1, {"m"}, external={"x2"})
+    assert {b.name: p.kinds[b.name] for b in p.buffers} == {"x": "saved", "m": "mask", "keep": "saved",
+                                                           "dy": "gradient", "g2": "gradient"}
+    assert "by kind:" in p.to_text() and not _collisions(p)

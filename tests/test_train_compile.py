@@ -107,6 +107,14 @@ def test_params_get_set_round_trip(graph, scheme, tmp_path):
     assert again == first and model.params_get() == trained
     with pytest.raises(TteError, match="bytes of parameters"):
         model.params_set(start[:-1])
+    fn = model._lib.m_train_step  # the C entry point itself: a bad label changes nothing
+    assert fn(model._ffi.from_buffer("int8_t[]", probe), model.classes, 0.1) == -1.0
+    assert fn(model._ffi.from_buffer("int8_t[]", probe), -1, 0.1) == -1.0 and model.params_get() == trained
+    # Chunks of 7 bytes (windows across the arrays' borders) read and write the same blob.
+    assert b"".join(model.params_read(k, 7) for k in range(0, len(trained), 7)) == trained
+    for k in range(0, len(start), 7):
+        model.params_write(k, start[k:k + 7])
+    assert model.params_get() == start
 
 
 def test_seed_changes_only_the_rounding(graph, tmp_path):
@@ -149,8 +157,8 @@ def test_plan_holds_masks_saved_channels_and_gradients(graph, scheme):
 
 
 def test_report_of_a_train_build(graph, scheme):
-    report = build(graph, "m", train=TrainConfig(scheme, "new:3")).report
-    summary = memory_summary(build(graph, "m", train=TrainConfig(scheme, "new:3")).model.train.program)
+    compiled = build(graph, "m", train=TrainConfig(scheme, "new:3"))
+    report, summary = compiled.report, memory_summary(compiled.model.train.program)
     assert report["update"] == scheme and report["head"] == "new:3" and report["optimizer_state_bytes"] == 0
     assert report["trainable_param_bytes"] == summary["trainable_param_bytes"]
     assert report["trained_params"] == summary["trained_params"] > 0
@@ -172,7 +180,7 @@ def test_budget_failure_names_the_peak_and_suggests_a_smaller_update(graph):
     text = str(err.value)
     assert f"needs {need:,} bytes of SRAM" in text and f"budget of {need - 1:,}" in text
     assert "largest live tensors at the peak, node" in text and "largest trainable arrays" in text
-    assert "smaller update spec" in text and "bias-only" in text
+    assert "smaller update spec" in text and "last:1" in text and "new:N" in text
     assert build(graph, "m", budget=need, train=config).report["peak_sram_bytes"] == need
 
 

@@ -69,7 +69,8 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder (replaced if it is an earlier output)")
     p.add_argument("--target", default="host", help="host (default), cortex-m4, cortex-m7 or stm32f746")
     p.add_argument("--name", help="C symbol prefix (default: from the model file name)")
-    p.add_argument("--budget", help="SRAM budget, in bytes or KB (e.g. 256KB); the compile fails over it")
+    p.add_argument("--budget", help="SRAM budget, in bytes or KB (e.g. 256KB; default: the board's); over it the "
+                   "first layers run in row stripes when that helps, and a compile still over it fails")
     p.add_argument("-v", "--verbose", action="store_true", help="print the memory breakdown")
     t = p.add_argument_group("training (with --update the C has a train step)")
     t.add_argument("--update", help="what the train step trains: bias-only, last:N, full, mobiletl:K or "
@@ -88,9 +89,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from tte.simulate import simulate
 
-    summary = simulate(args.out, args.data, eval_data=args.eval, epochs=args.epochs, lr=args.lr, steps=args.steps,
-                       seed=args.seed, progress=not args.quiet)
-    print(json.dumps(summary))
+    s = simulate(args.out, args.data, eval_data=args.eval, epochs=args.epochs, lr=args.lr, steps=args.steps,
+                 seed=args.seed, progress=not args.quiet)
+    loss = f"{s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}" if s["losses"] else "-"
+    print(f"host: {s['steps']} train step(s) of {s['model']}, loss {loss}, accuracy {s['acc_before']:.4f} -> "
+          f"{s['acc_after']:.4f}, parameters sha256 {s['params_sha256'][:16]}")
+    print(json.dumps(s))  # the last line: the keys `tte run --emulator` prints, to compare the two
     return 0
 
 

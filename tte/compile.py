@@ -134,7 +134,8 @@ def build(graph: Graph, name: str, target: str = "host", source: str = "", budge
         raise TteError(f"unknown target '{target}'", hint=f"choose one of: {', '.join(targets())}")
     check_name(name)
     graph = normalize(graph)
-    stack = _board_stack() if board else report_mod.STACK_ESTIMATE_BYTES
+    stack = _board_stack() if board else (report_mod.STACK_ESTIMATE_BYTES if train is None
+                                          else report_mod.TRAIN_STACK_ESTIMATE_BYTES)
     budget = budget if budget is not None or board is None else board.budget_bytes
     if train is None:
         model = emit_c(graph, name, source, budget, stack)

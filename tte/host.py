@@ -222,6 +222,21 @@ class HostModel:
                            hint="restore parameters saved from the same compiled model")
         getattr(self._lib, f"{self.name}_params_set")(self._ffi.from_buffer("uint8_t[]", bytes(blob)))
 
+    def params_read(self, offset: int, count: int) -> bytes:
+        """Bytes [offset, offset + count) of the parameter blob (`<name>_params_read`, clipped at its end)."""
+        total = int(self._train()["params_bytes"])
+        n = max(0, min(count, total - offset))
+        buf = self._ffi.new("uint8_t[]", max(n, 1))
+        getattr(self._lib, f"{self.name}_params_read")(offset, buf, n)
+        return bytes(self._ffi.buffer(buf, n))
+
+    def params_write(self, offset: int, chunk: bytes) -> None:
+        """Overwrite bytes of the parameter blob from `offset` (`<name>_params_write`)."""
+        if offset < 0 or offset + len(chunk) > int(self._train()["params_bytes"]):
+            raise TteError(f"bytes {offset}..{offset + len(chunk)} are outside the parameters")
+        getattr(self._lib, f"{self.name}_params_write")(offset, self._ffi.from_buffer("uint8_t[]", bytes(chunk)),
+                                                        len(chunk))
+
     def params_sha256(self) -> str:
         return hashlib.sha256(self.params_get()).hexdigest()
 

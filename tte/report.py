@@ -15,6 +15,7 @@ from codegen.emit import CModel
 from tte import ops
 from tte.errors import TteError
 from tte.ir import Graph
+from tte.passes.stripes import STAGE_OP
 
 # Cortex-M4 code sizes (arm-none-eabi-gcc 12, -Os), measured on the three paper models: about 800 bytes per
 # runtime source file, about 136 bytes per node (the call and its static const parameter structs).
@@ -23,6 +24,8 @@ CODE_PER_SOURCE_BYTES = 800
 CODE_PER_CALL_BYTES = 136
 # Inference kernels keep a few words of state; the call chain from main() adds a little.
 STACK_ESTIMATE_BYTES = 1024
+# Train kernels sum in stack chunks (TTE_TRAIN_CHUNK floats); QEMU measured 2.4 KB for a paper model's step.
+TRAIN_STACK_ESTIMATE_BYTES = 3 * 1024
 # Figures `tte run` adds to report.json (report key, label).
 MEASURED = (("elf_text", "ELF .text (flash)"), ("elf_data", "ELF .data"), ("elf_bss", "ELF .bss (SRAM)"),
             ("stack_peak_bytes", "stack peak"))
@@ -264,13 +267,16 @@ def train_budget_error(report: dict[str, Any], model: CModel, budget: int) -> Tt
                      for b in plan.live_at(plan.peak_step)[:4]) or "none"
     params = ", ".join(f"{p.tensor} ({p.nbytes:,} B)"
                        for p in sorted(code.params, key=lambda p: -p.nbytes)[:3])
+    striped = " with its first layers in row stripes" if code.program.graph.nodes[0].op == STAGE_OP else ""
     return TteError(
-        f"the train step needs {report['peak_sram_bytes']:,} bytes of SRAM (arena {report['arena_bytes']:,}, "
-        f"trainable parameters {report['trainable_param_bytes']:,}, outputs {model.io_bytes:,}, stack "
-        f"{report['stack_bytes_estimate']:,}), over the budget of {budget:,}; largest live tensors at the peak, "
-        f"node {plan.step_label(plan.peak_step)}: {live}; largest trainable arrays: {params}",
-        hint="use a smaller update spec (--update bias-only, last:1, mobiletl:1 or a sparse scheme with fewer "
-             "layers or channels), --head new:N for a small head, or a larger --budget")
+        f"the train step needs {report['peak_sram_bytes']:,} bytes of SRAM{striped} (arena "
+        f"{report['arena_bytes']:,}, trainable parameters {report['trainable_param_bytes']:,}, outputs "
+        f"{model.io_bytes:,}, stack {report['stack_bytes_estimate']:,}), over the budget of {budget:,}; largest "
+        f"live tensors at the peak, node {plan.step_label(plan.peak_step)}: {live}; largest trainable arrays: "
+        f"{params}",
+        hint="use a smaller update spec: fewer layers or channels, and none near the input (--update last:1, "
+             "mobiletl:1 or a sparse scheme; bias-only and full send fp32 gradients down to the first layers), "
+             "--head new:N for a small head, or a larger --budget")
 
 
 def plan_text(model: CModel) -> str:
