@@ -19,7 +19,7 @@ import pytest
 
 from codegen.ops import INCLUDE_DIR, RUNTIME_DIR, emit, load_all
 from tte import ops, quant, reference
-from tte.ir import Graph
+from tte.ir import Graph, IOSpec, Node, Tensor
 from tte.ops import cases as C
 from tte.testing.c_harness import load_snippet, run_c
 from tte.testing.kernel_cases import GENERATORS, extreme_inputs, model_like_cases, random_case
@@ -216,3 +216,15 @@ def test_kernels_on_cortex_m(board: str, tmp_path) -> None:
     fw = build(write_project(tmp_path / "fw", board, sources, stack_bytes=8192))
     run = run_qemu(fw.elf, timeout=120, board=board)
     assert run.status == 0, f"{run.message}\n{run.output[-2000:]}"
+
+
+def test_transpose_f32_moves_gradients_exactly() -> None:
+    """A boundary transpose also carries fp32 gradients on the backward path (e.g. before a Flatten)."""
+    x = Tensor("g_x", (1, 3, 4, 5), "float32")
+    y = Tensor("g_y", (1, 5, 3, 4), "float32")
+    node = Node("transpose", "to_nchw/grad", ("g_x",), ("g_y",), {"perm": (0, 3, 1, 2)})
+    graph = Graph("tf32", {"g_x": x, "g_y": y}, (node,), (IOSpec("g_x", x.shape, "NHWC", False),),
+                  (IOSpec("g_y", y.shape, "NHWC", False),))
+    data = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    out = run_c(graph, data)["g_y"]
+    np.testing.assert_array_equal(out, reference.run(graph, data)["g_y"])

@@ -48,14 +48,15 @@ def pad(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
 @emitter("transpose")
 def transpose(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     x, y = io(graph, node)
-    if x.dtype != "int8":
+    kernels = {"int8": "tte_transpose_s8", "float32": "tte_transpose_f32"}
+    if x.dtype not in kernels:
         raise UnsupportedError(f"{x.dtype} transpose", node=node.name, op=node.op,
-                               hint="the runtime transposes int8 tensors only (model boundaries)")
+                               hint="the runtime transposes int8 activations and float32 gradients")
     lead = 4 - len(x.shape)
     perm = list(range(lead)) + [int(p) % len(x.shape) + lead for p in node.attrs["perm"]]
     decls = [
         f"static const tte_transpose_params params = {{{{{', '.join(map(str, perm))}}}}};",
         f"static const tte_dims in_dims = {dims_literal(_rank4(node, x))}, out_dims = {dims_literal(_rank4(node, y))};",
     ]
-    call = f"tte_transpose_s8(&params, &in_dims, {ref(x.name)}, &out_dims, {ref(y.name)});"
+    call = f"{kernels[x.dtype]}(&params, &in_dims, {ref(x.name)}, &out_dims, {ref(y.name)});"
     return CCall(block(decls, call), [], ["src/transpose.c"])

@@ -12,6 +12,9 @@ void tte_pad_s8(const tte_pad_params *params, const tte_dims *in_dims, const int
  * in_dims. */
 void tte_transpose_s8(const tte_transpose_params *params, const tte_dims *in_dims, const int8_t *in,
                       const tte_dims *out_dims, int8_t *out);
+/* The same for float32 (gradients flowing back through a boundary transpose). */
+void tte_transpose_f32(const tte_transpose_params *params, const tte_dims *in_dims, const float *in,
+                       const tte_dims *out_dims, float *out);
 
 /* out[i] = in[i], i < size: a reshape between two different buffers (normally the plan aliases them). */
 void tte_copy_s8(int32_t size, const int8_t *in, int8_t *out);
