@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from codegen.profile import PROFILE_FILE, profile_json
 from codegen.weights import CTYPES, CArray, declaration, definition, make_array
 from tte import ops
 from tte.errors import TteError
@@ -190,6 +191,8 @@ class Pointers:
             return "NULL"
         if tensor in self.state:
             return self.state[tensor]
+        if tensor not in self.graph.tensors:  # a kernel's scratch buffer of the plan (tte/passes/inplace.py)
+            return f"(void *)({self.name}_arena + {self.plan.offset(tensor)})"
         t = self.graph[tensor]
         if t.is_const:
             return self.const(t).symbol
@@ -322,7 +325,9 @@ def emit_c(graph: Graph, name: str, source: str = "", budget: int | None = None,
     arrays = (*pointers.arrays.values(), *extra_arrays)
     slots = [pointers.ref(b.spec.tensor) for b in inputs]
     ctx = base_context(name, source or graph.name, plan.arena_bytes, inputs, outputs, codes, arrays, slots)
-    return CModel(name, render(ctx), tuple(sorted(sources)), runtime_headers(), tuple(arrays), plan, inputs, outputs,
+    files = render(ctx)
+    files[PROFILE_FILE] = profile_json(name, (codes, graph))
+    return CModel(name, files, tuple(sorted(sources)), runtime_headers(), tuple(arrays), plan, inputs, outputs,
                   tuple(codes), graph=graph)
 
 

@@ -44,6 +44,7 @@ from codegen.emit import (
 from codegen.ops.train_common import SRAM_CHANNELS, SRAM_INPUT
 from codegen.ops.train_split import split_trained_weights, sram_view
 from codegen.ops.train_update import inplace_outputs
+from codegen.profile import PROFILE_FILE, profile_json
 from codegen.weights import CTYPES, CArray, declaration, definition, make_array
 from tte import ops
 from tte.errors import TteError
@@ -201,10 +202,13 @@ def _plan(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: dict[
         fixed = None if pin is None else {x: pin}
         tp = plan_train_step(g, tg.num_forward, set(tg.masks.values()), {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT,
                              fixed)
-        ip = plan_graph(infer, ARENA_ALIGNMENT, external=external, copies=copies, fixed={x: tp.offset(x)})
+        ip = plan_graph(infer, ARENA_ALIGNMENT, external=external, copies=copies, fixed={x: tp.offset(x)},
+                        target=tp.arena_bytes)
         return _Planned(tg, infer, tp, ip)
 
-    return min(plans(None), plans(0), key=lambda p: (p.arena, p.plan.offset(x)))
+    # then the fewer in-place depthwise nodes (tte/passes/inplace.py), which run slower
+    return min(plans(None), plans(0),
+               key=lambda p: (p.arena, len(p.plan.tied) + len(p.infer_plan.tied), p.plan.offset(x)))
 
 
 def _striped(base: _Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> _Planned:
@@ -264,7 +268,9 @@ def emit_train(program: TrainingGraph, name: str, source: str = "", budget: int 
                        [ipointers.ref(b.spec.tensor) for b in inputs])
     ctx["train"] = _train_context(code, name, slot, g[x].size)
     sources = sorted({*TRAIN_SOURCES, *isources, *tsources})
-    return CModel(name, render(ctx), tuple(sources), runtime_headers(), const_arrays, tplan, inputs, outputs,
+    files = render(ctx)
+    files[PROFILE_FILE] = profile_json(name, (icodes, infer), (tcodes, g))
+    return CModel(name, files, tuple(sources), runtime_headers(), const_arrays, tplan, inputs, outputs,
                   tuple(icodes), code, infer)
 
 

@@ -1,5 +1,5 @@
-"""Small int8 IR networks with the ops of issue 8 (max pool, activation tables, SE multiply, sub, concat,
-slice), built like train_helpers.NetBuilder: float layers on calibration data, post-training quantization."""
+"""Small int8 IR networks with the ops of issue 8 (max pool, activation tables, SE multiply, sub, broadcast add,
+concat, slice), built like train_helpers.NetBuilder: float layers on calibration data, post-training quantization."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class OpNetBuilder(NetBuilder):
 
     def binary(self, op: str, a: str, b: str, act: str = "none", name: str | None = None) -> str:
         name = name or self._uid(op)
-        y = self.cal[a] * self.cal[b] if op == "mul" else self.cal[a] - self.cal[b]
+        y = {"mul": np.multiply, "sub": np.subtract, "add_broadcast": np.add}[op](self.cal[a], self.cal[b])
         out, clamp = self._out(name, y, act)
         self.nodes.append(Node(op, name, (a, b), (out,), {"act": clamp}))
         return out
@@ -149,6 +149,23 @@ def se_concat_net(seed: int = 2) -> tuple:
     nb.mean(keepdims=False, name="gap")
     nb.fc(3, name="fc")
     return nb.graph(), quantized_input(nb, 23)
+
+
+def broadcast_add_net(seed: int = 5) -> tuple:
+    """A per-channel offset computed from the image (mean -> 1x1 conv) added to the map by a broadcasting add
+    with ReLU, and a [1, 1, 1, 1] scalar branch added on the left, then mean -> fc."""
+    rng = np.random.default_rng(seed)
+    nb = OpNetBuilder("bcast_add", rng.uniform(-1, 1, (8, 6, 6, 3)), seed)
+    x = nb.conv(6, 3, act="none", name="stem")
+    nb.mean(keepdims=True, name="squeeze")
+    offset = nb.conv(6, 1, act="none", name="offset")
+    y = nb.binary("add_broadcast", x, offset, act="relu", name="shift")
+    nb.mean(keepdims=True, name="squeeze2")
+    scalar = nb.conv(1, 1, act="none", name="scalar")
+    nb.binary("add_broadcast", scalar, y, name="shift2")
+    nb.mean(keepdims=False, name="gap")
+    nb.fc(3, name="fc")
+    return nb.graph(), quantized_input(nb, 26)
 
 
 def mobilenet_v3_block(seed: int = 3) -> tuple:

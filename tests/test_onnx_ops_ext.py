@@ -1,5 +1,6 @@
-"""ONNX import of MaxPool, Concat, Split, Slice, broadcasting Mul / Sub (squeeze-and-excitation),
-BatchNormalization and standalone activations: onnxruntime-quantized models (QDQ and QOperator) agree with
+"""ONNX import of MaxPool, Concat, Split, Slice, broadcasting Mul / Sub / Add (squeeze-and-excitation, a
+per-channel offset), Add / Sub / Mul of per-channel constants, BatchNormalization (QDQ and QOperator) and
+standalone activations: onnxruntime-quantized models (QDQ and QOperator) agree with
 onnxruntime within 1 LSB per layer; activation tables carry derivatives equal to PyTorch's."""
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def _concat_split_sub() -> onnx.ModelProto:
     return net.conv(4, 1).model()
 
 
+def _split_equal() -> onnx.ModelProto:
+    """Split into three equal parts (no sizes given) along channels, concatenated back in another order."""
+    net = om._Net("split_equal", (1, 3, 6, 6), 39).conv(6, 3).relu()
+    names = [f"third{i}" for i in range(3)]
+    net.nodes.append(onnx.helper.make_node("Split", [net.x], names, name="split3", axis=1))
+    net.x = net._node("Concat", [names[2], names[0], names[1]], axis=1)
+    return net.conv(4, 1).model()
+
+
 def _batch_norm() -> onnx.ModelProto:
     net = om._Net("batch_norm", (1, 3, 8, 8), 34).conv(6, 3)
     rng = np.random.default_rng(3)
@@ -61,6 +71,39 @@ def _batch_norm() -> onnx.ModelProto:
     names = [_c(net, p.astype(np.float32), h) for p, h in zip(params, ("g", "be", "mu", "var"), strict=True)]
     net.x = net._node("BatchNormalization", [net.x, *names], epsilon=1e-3)
     return net.unary("Relu").model()
+
+
+def _batch_norm_mid() -> onnx.ModelProto:
+    """BatchNormalization + Relu between two convs: onnxruntime's QOperator quantizer leaves it in float
+    between a DequantizeLinear and a QuantizeLinear, QDQ between QDQ pairs; both fold to a depthwise 1x1."""
+    net = om._Net("batch_norm_mid", (1, 3, 8, 8), 36).conv(6, 3)
+    rng = np.random.default_rng(4)
+    params = [rng.uniform(-2, 2, 6), rng.normal(0, 0.3, 6), rng.normal(0, 0.3, 6), rng.uniform(0.5, 2, 6)]
+    names = [_c(net, p.astype(np.float32), h) for p, h in zip(params, ("g", "be", "mu", "var"), strict=True)]
+    net.x = net._node("BatchNormalization", [net.x, *names], epsilon=1e-3)
+    return net.unary("Relu").conv(4, 1).model()
+
+
+def _broadcast_add() -> onnx.ModelProto:
+    """A per-channel offset from the image (GlobalAveragePool -> 1x1 conv) added to the map: [1, C, H, W] +
+    [1, C, 1, 1] (QLinearAdd with broadcasting in the QOperator form), then a conv."""
+    net = om._Net("broadcast_add", (1, 3, 8, 8), 37).conv(6, 3)
+    x = net.x
+    net.global_pool().conv(6, 1)
+    net.x = net._node("Add", [x, net.x])
+    return net.relu().conv(4, 1).model()
+
+
+def _channel_constants() -> onnx.ModelProto:
+    """Mul by a [C, 1, 1] constant, Add of a [1, C, 1, 1] one, a constant minus the tensor (after a pool, so
+    that no conv absorbs them): each becomes a depthwise 1x1 convolution."""
+    net = om._Net("channel_constants", (1, 3, 8, 8), 38).conv(5, 3).relu()
+    net.x = net._node("MaxPool", [net.x], kernel_shape=[2, 2], strides=[2, 2])
+    rng = np.random.default_rng(5)
+    net.x = net._node("Mul", [net.x, _c(net, rng.uniform(-2, 2, (5, 1, 1)).astype(np.float32), "scale")])
+    net.x = net._node("Add", [_c(net, rng.normal(0, 1, (1, 5, 1, 1)).astype(np.float32), "shift"), net.x])
+    net.x = net._node("Sub", [_c(net, rng.normal(0, 1, (5, 1, 1)).astype(np.float32), "minuend"), net.x])
+    return net.relu().conv(4, 1).model()
 
 
 def _activations() -> onnx.ModelProto:
@@ -74,7 +117,9 @@ def _activations() -> onnx.ModelProto:
 
 
 MODELS = {"maxpool": _maxpool, "se": _se, "concat_split": _concat_split_sub, "batch_norm": _batch_norm,
-          "standalone_acts": _activations}
+          "batch_norm_mid": _batch_norm_mid, "broadcast_add": _broadcast_add, "channel_constants": _channel_constants,
+          "split_equal": _split_equal, "standalone_acts": _activations}
+UNFOLDED = ("batch_norm", "batch_norm_mid")  # quantized without quant_pre_process, which would fold the BN
 E2E_BOUND = {"standalone_acts": 3}
 # QOperator leaves BatchNormalization in float between DequantizeLinear and an Identity: not an int8 pattern.
 EXPECTED_UNSUPPORTED = {("batch_norm", "qop")}
@@ -83,7 +128,7 @@ CASES = [(name, fmt) for name in MODELS for fmt in om.FORMATS]
 
 def _quantized(name: str, fmt: str, folder: Path) -> Path:
     om.MODELS.setdefault(name, MODELS[name])  # quantized_model builds from om.MODELS
-    if name != "batch_norm":
+    if name not in UNFOLDED:
         return om.quantized_model(name, fmt, folder)
     # Without quant_pre_process (which folds it into the conv), the BatchNormalization stays in the graph.
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -132,6 +177,12 @@ def test_import_structure(model_dir: Path) -> None:
     assert "mul" in ops["se"] and "lut" in ops["se"]
     assert {"concat", "slice", "sub"} <= set(ops["concat_split"]) and ops["concat_split"].count("slice") == 3
     assert ops["batch_norm"][:2] == ["conv2d", "depthwise_conv2d"]  # BN: an exact-weight depthwise 1x1
+    assert "add_broadcast" in ops["broadcast_add"]
+    assert ops["channel_constants"][:5] == ["conv2d", "max_pool2d", *["depthwise_conv2d"] * 3]
+    assert ops["split_equal"].count("slice") == 3 and "concat" in ops["split_equal"]
+    for fmt in om.FORMATS:
+        mid = [n.op for n in tte.frontend.load(_quantized("batch_norm_mid", fmt, model_dir)).nodes]
+        assert mid[:3] == ["conv2d", "depthwise_conv2d", "conv2d"], (fmt, mid)
     qop = [n.op for n in tte.frontend.load(_quantized("concat_split", "qop", model_dir)).nodes]
     assert "concat" in qop
 
@@ -161,3 +212,11 @@ def test_unsupported_op_lists_supported_ones(model_dir: Path) -> None:
         tte.frontend.onnx.convert(model)
     msg = str(e.value)
     assert "Erf" in msg and node.name in msg and "MaxPool" in msg and "BatchNormalization" in msg
+
+
+def test_batch_norm_left_in_float_at_the_end_names_the_way_out(model_dir: Path) -> None:
+    """onnxruntime's QOperator form of batch_norm ends in a float BatchNormalization + Relu: one clear error."""
+    with pytest.raises(UnsupportedError) as e:
+        tte.frontend.load(_quantized("batch_norm", "qop", model_dir))
+    msg = str(e.value)
+    assert "(BatchNormalization)" in msg and "quant_pre_process" in msg and "QDQ" in msg

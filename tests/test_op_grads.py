@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from op_nets import activations_net, aifes_like, se_concat_net
+from op_nets import activations_net, aifes_like, broadcast_add_net, se_concat_net
 from test_gradients import _bias_real, _close, _float_op, _real
 
 from tte.ir import Graph, Node
@@ -20,7 +20,7 @@ from tte.train import Trainer, TrainOptions
 from tte.train.forward_ops import unpack_mask
 
 CLAMP_MASKED = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mean", "avg_pool2d", "requantize", "mul",
-                "sub")
+                "sub", "add_broadcast")
 
 
 class _StepHardSwish(torch.autograd.Function):
@@ -57,8 +57,8 @@ def _op(node: Node, graph: Graph, args: list[torch.Tensor], threshold: float) ->
         return torch.clamp(y, lo, hi)
     if node.op == "lut":
         return _lut(node, args[0], threshold)
-    if node.op in ("mul", "sub"):
-        return args[0] * args[1] if node.op == "mul" else args[0] - args[1]
+    if node.op in ("mul", "sub", "add_broadcast"):
+        return {"mul": torch.mul, "sub": torch.sub, "add_broadcast": torch.add}[node.op](args[0], args[1])
     if node.op == "concat":
         return torch.cat(args, dim=node.attrs["axis"])
     if node.op == "slice":
@@ -114,7 +114,8 @@ def check(tr: Trainer, x: np.ndarray, label: int) -> dict[str, float]:
     return errors
 
 
-NETS = {"aifes_like": aifes_like, "activations": activations_net, "se_concat": se_concat_net}
+NETS = {"aifes_like": aifes_like, "activations": activations_net, "se_concat": se_concat_net,
+        "broadcast_add": broadcast_add_net}
 
 
 @pytest.mark.parametrize("net", sorted(NETS))
@@ -126,7 +127,7 @@ def test_full_update_gradients_match_torch(net: str) -> None:
     assert sum(1 for k in errors if not k.startswith("d/")) == n_params
     # the gradient reached the input side of every op of the issue
     ops = {n.op.removesuffix("_mask") for n in tr.program.graph.nodes[:tr.program.num_forward]}
-    for op in ops & {"max_pool2d", "lut", "mul", "sub", "concat", "slice"}:
+    for op in ops & {"max_pool2d", "lut", "mul", "sub", "add_broadcast", "concat", "slice"}:
         node = next(n for n in graph.nodes if n.op == op)
         assert f"d/{node.inputs[0]}" in errors, f"no gradient checked below {op} '{node.name}'"
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_nets import activations_net, aifes_like, se_concat_net
+from op_nets import activations_net, aifes_like, broadcast_add_net, se_concat_net
 
 from tte.ir import Graph, IOSpec
 from tte.testing.c_harness import run_c
 from tte.train import Trainer, TrainOptions
 
 TRAIN_OPS = ("max_pool2d_mask", "max_pool2d_grad", "lut_mask", "lut_step_grad", "lut_table_grad", "mul_mask",
-             "sub_mask", "mul_input_grad", "reduce_grad", "slice_f32", "slice_grad", "max_pool2d", "mul", "sub",
-             "concat", "slice", "lut")
+             "sub_mask", "add_broadcast_mask", "mul_input_grad", "reduce_grad", "slice_f32", "slice_grad",
+             "max_pool2d", "mul", "sub", "concat", "slice", "lut", "add_broadcast")
 
 
 def _single(graph: Graph, node) -> Graph:
@@ -24,7 +24,8 @@ def _single(graph: Graph, node) -> Graph:
     return Graph(node.name.replace("/", "_"), {t: graph[t] for t in names}, (node,), ins, outs)
 
 
-@pytest.mark.parametrize("net", [aifes_like, activations_net, se_concat_net], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("net", [aifes_like, activations_net, se_concat_net, broadcast_add_net],
+                         ids=lambda f: f.__name__)
 def test_train_step_nodes_match_reference(net) -> None:
     graph, x = net()
     tr = Trainer(graph, "full", TrainOptions(rounding="nearest"))

@@ -1,6 +1,6 @@
-"""TFLite import of MAX_POOL_2D, MUL, SUB, CONCATENATION, SPLIT, SPLIT_V, SLICE, STRIDED_SLICE, EXPAND_DIMS and
-standalone RELU / RELU6 / LEAKY_RELU: files written from IR cases (and by hand for the split ops) load back into
-graphs whose reference output equals tflite-micro's, bit for bit."""
+"""TFLite import of MAX_POOL_2D, MUL, SUB, ADD (broadcasting), CONCATENATION, SPLIT, SPLIT_V, SLICE,
+STRIDED_SLICE, EXPAND_DIMS and standalone RELU / RELU6 / LEAKY_RELU: files written from IR cases (and by hand for
+the split ops) load back into graphs whose reference output equals tflite-micro's, bit for bit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tte.ops.relu_tables import relu_lut_node
 from tte.testing.tflite_writer import _Writer, write_tflite
 from tte.testing.tflm import run_tflite
 
-NEW_OPS = ("max_pool2d", "mul", "sub", "concat", "slice")
+NEW_OPS = ("max_pool2d", "mul", "sub", "add_broadcast", "concat", "slice")
 
 
 def _check(model: bytes, seeds=(0, 1, 2)) -> Graph:

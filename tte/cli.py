@@ -29,16 +29,34 @@ def _train_config(args: argparse.Namespace):  # -> tte.compile.TrainConfig | Non
                        1 if args.seed is None else args.seed)
 
 
+def _auto_options(args: argparse.Namespace) -> dict:
+    """The options of `--update auto` (data of the contribution analysis, MAC budget), checked."""
+    given = {key: value for key, value in (("data", args.data), ("eval_data", args.eval),
+                                           ("mac_budget", args.mac_budget)) if value is not None}
+    if given and (args.update or "").strip() != "auto":
+        flags = {"data": "--data", "eval_data": "--eval", "mac_budget": "--mac-budget"}
+        raise TteError(f"{', '.join(flags[k] for k in given)} only apply to --update auto",
+                       hint="add --update auto --budget SIZE, or drop them")
+    if (args.update or "").strip() == "auto":
+        given["progress"] = not args.quiet
+    return given
+
+
 def _compile(args: argparse.Namespace) -> int:
     from tte import compile as compiler
     from tte import report
 
     rep = compiler.compile_model(args.model, args.output, name=args.name, target=args.target, budget=args.budget,
-                                 train=_train_config(args))
+                                 train=_train_config(args), **_auto_options(args))
     trained = "" if rep["update"] == "none" else (f", update {rep['update']}: {rep['trained_params']:,} trained "
                                                   f"parameters ({rep['trainable_param_bytes']:,} B)")
     print(f"wrote {args.output}: arena {rep['arena_bytes']:,} B, flash {rep['flash_bytes']:,} B, "
           f"peak SRAM {rep['peak_sram_bytes']:,} B{trained}")
+    if "auto" in rep:
+        auto = rep["auto"]
+        times = ", ".join(f"{k} {v:g}" for k, v in auto.get("timings_s", {}).items())
+        print(f"--update auto ({auto['method']}): {len(auto['chosen'])} items chosen for a budget of "
+              f"{auto['budget_bytes']:,} B, scheme in {Path(args.output) / 'scheme.json'} ({times})")
     if args.verbose:
         print(report.summary(rep), end="")
     return 0
@@ -73,14 +91,20 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
                    "first layers run in row stripes when that helps, and a compile still over it fails")
     p.add_argument("-v", "--verbose", action="store_true", help="print the memory breakdown")
     t = p.add_argument_group("training (with --update the C has a train step)")
-    t.add_argument("--update", help="what the train step trains: bias-only, last:N, full, mobiletl:K or "
-                   "sparse:FILE[#model/scheme] (JSON/YAML)")
+    t.add_argument("--update", help="what the train step trains: bias-only, last:N, full, mobiletl:K, "
+                   "sparse:FILE[#model/scheme] (JSON/YAML) or auto (chosen to fit --budget; see --data)")
     t.add_argument("--head", help="the classifier: keep (default), fp32, or new:N (a fresh fp32 head of N classes)")
     t.add_argument("--rounding", choices=("stochastic", "nearest"), help="rounding of the int8/int32 updates "
                    "(default stochastic)")
     t.add_argument("--no-qas", action="store_true", help="plain SGD on the integers instead of quantization-aware "
                    "scaling (the paper's ablation)")
     t.add_argument("--seed", type=int, help="initial seed of the stochastic rounding's PRNG (default 1)")
+    a = p.add_argument_group("--update auto (writes OUT/scheme.json; `tte report OUT` explains the choice)")
+    a.add_argument("--data", help=".npz (x, y) for the contribution analysis: short fine-tuning runs that measure "
+                   "what each layer's bias and weights add (without it: a data-free heuristic)")
+    a.add_argument("--eval", help=".npz (x, y) the contribution runs are measured on (default: --data)")
+    a.add_argument("--mac-budget", type=int, help="at most this many backward MACs per train step")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_compile)
 
 

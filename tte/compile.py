@@ -36,6 +36,8 @@ class TrainConfig:
     rounding: str = "stochastic"
     qas: bool = True
     seed: int = 1
+    # a resolved scheme dict (`sparse:` file format) that replaces `update`'s parsing: what `--update auto` chose
+    scheme: Any = None
 
     def options(self) -> Any:
         from tte.train import TrainOptions
@@ -119,6 +121,10 @@ def train_program(graph: Graph, train: TrainConfig) -> Any:
 
     options = train.options()
     forward = apply_head(graph, parse_head(train.head))
+    if train.scheme is not None:
+        from tte.train.spec import scheme_spec
+
+        return build_training_graph(forward, scheme_spec(train.scheme, forward, text=train.update), options)
     return build_training_graph(forward, parse_update(train.update, forward), options)
 
 
@@ -283,9 +289,18 @@ def compile_graph(graph: Graph, out: str | os.PathLike, name: str | None = None,
 
 def compile_model(model: str | os.PathLike, out: str | os.PathLike, name: str | None = None,
                   target: str = "host", budget: int | str | None = None,
-                  train: TrainConfig | None = None) -> dict[str, Any]:
-    """`tte compile`: import the model file and compile it into OUT; returns the report."""
+                  train: TrainConfig | None = None, **auto: Any) -> dict[str, Any]:
+    """`tte compile`: import the model file and compile it into OUT; returns the report.
+
+    `--update auto` goes through tte.auto.driver; `auto` holds its options (data, eval_data, mac_budget,
+    progress)."""
     budget = parse_budget(budget)
     check_name(name or default_name(model))
+    if train is not None and train.update.strip() == "auto":
+        from tte.auto.driver import compile_auto
+
+        return compile_auto(model, out, train, budget, name, target, **auto)
+    if auto:
+        raise TteError(f"{', '.join(sorted(auto))} only apply to --update auto", hint="add --update auto")
     graph = load(model)
     return compile_graph(graph, out, name or default_name(model), target, budget, Path(model).name, train)

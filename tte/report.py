@@ -135,6 +135,10 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"  {'trained parameters':<24}{report['trained_params']:>12,}")
         peak = ", ".join(f"{k} {v:,} B" for k, v in report.get("peak_breakdown", {}).items())
         lines.append(f"  live at the step's peak: {peak}")
+    if "auto" in report:  # --update auto: why this scheme
+        from tte.auto.explain import explain_lines
+
+        lines += explain_lines(report["auto"])
     lines.append(f"  {'layers':<24}{len(report['layers']):>12}")
     largest = sorted(report["memory_plan"]["buffers"], key=lambda b: -b["size"])[:3]
     if largest:

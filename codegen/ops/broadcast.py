@@ -1,4 +1,4 @@
-"""mul -> tte_mul_s8, sub -> tte_sub_s8 (both broadcasting, up to 4-D)."""
+"""mul -> tte_mul_s8, sub -> tte_sub_s8, add_broadcast -> tte_add_broadcast_s8 (broadcasting, up to 4-D)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def mul(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     return CCall(block(decls, f"tte_mul_s8(&params, {_args(node, ref)});"), [], ["src/broadcast.c"])
 
 
-@emitter("sub")
-def sub(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+def _add_sub(node: Node, graph: Graph, ref: Ref, fn: str) -> CCall:
     qa, qb, qy = (graph[t].quant for t in (*node.inputs[:2], node.outputs[0]))
     (m1, s1), (m2, s2), (mo, so) = add_params(qa.s, qb.s, qy.s)
     check_shifts(node, [so])
@@ -46,4 +45,14 @@ def sub(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
               "input2_multiplier": m2, "input2_shift": s2, "output_multiplier": mo, "output_shift": so,
               "output_offset": qy.zp, "left_shift": LEFT_SHIFT, **act_fields(node)}
     decls = [f"static const tte_add_params params = {struct_literal(params)};", *_dims(node, graph)]
-    return CCall(block(decls, f"tte_sub_s8(&params, {_args(node, ref)});"), [], ["src/broadcast.c"])
+    return CCall(block(decls, f"{fn}(&params, {_args(node, ref)});"), [], ["src/broadcast.c"])
+
+
+@emitter("sub")
+def sub(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+    return _add_sub(node, graph, ref, "tte_sub_s8")
+
+
+@emitter("add_broadcast")
+def add_broadcast(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+    return _add_sub(node, graph, ref, "tte_add_broadcast_s8")

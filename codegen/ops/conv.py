@@ -1,8 +1,8 @@
-"""conv2d and depthwise_conv2d -> tte_conv2d[_1x1]_s8, tte_depthwise_conv2d[_3x3]_s8."""
+"""conv2d and depthwise_conv2d -> tte_conv2d[_1x1]_s8, tte_depthwise_conv2d[_3x3|_inplace]_s8."""
 
 from __future__ import annotations
 
-from codegen.ops import CCall, ConstName, Ref, emitter
+from codegen.ops import CCall, ConstName, Ref, depthwise_inplace, emitter
 from codegen.ops._common import (
     act_fields,
     block,
@@ -20,7 +20,7 @@ from tte.quant import conv_multipliers
 ACC_LIMIT = 1 << 15  # taps per output of the offset dot products (tte_dot.h)
 
 SOURCES = {
-    "tte_conv2d_s8": ("src/conv2d.c",),
+    "tte_conv2d_s8": ("src/conv2d.c", "src/conv2d_wide.c"),
     "tte_conv2d_1x1_s8": ("src/conv2d_1x1.c", "src/gemm_s8.c"),
     "tte_depthwise_conv2d_s8": ("src/depthwise_conv2d.c",),
     "tte_depthwise_conv2d_3x3_s8": ("src/depthwise_conv2d.c",),
@@ -69,5 +69,8 @@ def depthwise_conv2d(node: Node, graph: Graph, ref: Ref, const_name: ConstName) 
     mult = int(node.attrs["multiplier"])
     params = {"input_offset": -x.quant.zp, "output_offset": y.quant.zp, **_geometry(node), "ch_mult": mult,
               **act_fields(node)}
+    scratch = depthwise_inplace.inplace_scratch(node, ref)
+    if scratch is not None:  # the memory plan put the output over the input
+        return depthwise_inplace.forward(node, graph, ref, const_name, params, scratch)
     fn = "tte_depthwise_conv2d_3x3_s8" if (kh, kw, mult) == (3, 3, 1) else "tte_depthwise_conv2d_s8"
     return _conv_call(node, graph, ref, const_name, fn, "tte_dw_conv_params", params)

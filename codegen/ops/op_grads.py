@@ -2,7 +2,7 @@
 
 - `lut_mask`: (x) -> (y, mask), attrs table, mask_table -> tte_lut_mask_s8;
 - `lut_step_grad`: (dy, mask) -> dx, attrs lo, hi; `lut_table_grad`: (dy, x) -> dx, attr deriv (256 floats);
-- `mul_mask` / `sub_mask`: (a, b) -> (y, mask) -> tte_mul_mask_s8 / tte_sub_mask_s8;
+- `mul_mask` / `sub_mask` / `add_broadcast_mask`: (a, b) -> (y, mask) -> tte_<op>_mask_s8;
 - `mul_input_grad`: (dacc, other operand) -> d(operand); `reduce_grad`: (dacc) -> dx, attr scale;
 - `slice_f32`: (dy) -> part, `slice_grad`: (dy) -> dx, attrs begin, size, strides.
 """
@@ -13,6 +13,7 @@ import numpy as np
 
 from codegen.ops import CCall, ConstArray, ConstName, Ref, emitter
 from codegen.ops._common import block, dims4, dims_literal, io
+from codegen.ops.broadcast import add_broadcast as add_broadcast_forward
 from codegen.ops.broadcast import mul as mul_forward
 from codegen.ops.broadcast import sub as sub_forward
 from codegen.ops.concat_slice import slice_ as slice_forward
@@ -63,6 +64,12 @@ def mul_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall
 @emitter("sub_mask")
 def sub_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     return _with_mask(sub_forward(node, graph, ref, const_name), "tte_sub_s8", ref(node.outputs[1]))
+
+
+@emitter("add_broadcast_mask")
+def add_broadcast_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+    return _with_mask(add_broadcast_forward(node, graph, ref, const_name), "tte_add_broadcast_s8",
+                      ref(node.outputs[1]))
 
 
 @emitter("mul_input_grad")

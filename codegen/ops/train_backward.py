@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.ops import CCall, ConstName, Ref, emitter
+from codegen.ops import CCall, ConstName, Ref, depthwise_inplace, emitter
 from codegen.ops._common import block, dims4, dims_literal, io, struct_literal
 from codegen.ops.pool import _mean_dims
 from codegen.ops.train_common import float_array, float_literal, weight_part
@@ -67,6 +67,10 @@ def _conv_input_grad(node: Node, graph: Graph, ref: Ref, const_name: ConstName, 
     w = graph[node.inputs[1]]
     scale = float_array(const_name, "w_scale", weight_scales(graph, w.name, channels))
     part_decls, part, part_consts = weight_part(node, graph, ref, const_name)
+    scratch = depthwise_inplace.inplace_scratch(node, ref) if node.op.startswith("depthwise") else None
+    if scratch is not None:  # the memory plan put the input gradient over the output gradient
+        return depthwise_inplace.input_grad_call(node, graph, ref, scratch, _conv_geom(node), scale,
+                                                 (part_decls, part, part_consts))
     decls = [
         _conv_geom(node),
         f"static const tte_dims grad_dims = {dims_literal(dacc.shape)}, filter_dims = {dims_literal(w.shape)},"

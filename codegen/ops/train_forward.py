@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.ops import CCall, ConstArray, ConstName, Ref, emitter
+from codegen.ops import CCall, ConstArray, ConstName, Ref, depthwise_inplace, emitter
 from codegen.ops._common import (
     act_fields,
     block,
@@ -70,7 +70,8 @@ def _weight_layer(node: Node, graph: Graph, ref: Ref, const_name: ConstName, fn:
     ]
     call = (f"{fn}(&params, &quant, &in_dims, {ref(x.name)}, &filter_dims, {ref(w.name)}, {part}, "
             f"{optional_ref(node, 2, ref)}, &out_dims, {ref(y.name)}, {_mask(node, ref)});")
-    return CCall(block(decls, call), consts + part_consts, ["src/train_mask_conv.c"])
+    source = "src/train_mask_dw.c" if fn == "tte_depthwise_conv2d_mask_s8" else "src/train_mask_conv.c"
+    return CCall(block(decls, call), consts + part_consts, [source])
 
 
 @emitter("conv2d_mask")
@@ -91,6 +92,9 @@ def depthwise_conv2d_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstN
     check_symmetric(node, w)
     params = {"input_offset": -x.quant.zp, "output_offset": y.quant.zp, **_geometry(node),
               "ch_mult": int(node.attrs["multiplier"]), **act_fields(node)}
+    scratch = depthwise_inplace.inplace_scratch(node, ref)
+    if scratch is not None:  # the memory plan put the output over the input
+        return depthwise_inplace.forward(node, graph, ref, const_name, params, scratch)
     return _weight_layer(node, graph, ref, const_name, "tte_depthwise_conv2d_mask_s8", "tte_dw_conv_params",
                          params, x.shape, w.shape, y.shape)
 

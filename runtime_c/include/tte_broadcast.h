@@ -1,4 +1,4 @@
-/* tte runtime: int8 MUL and SUB with broadcasting (TFLite Micro's arithmetic).
+/* tte runtime: int8 MUL, SUB and ADD with broadcasting (TFLite Micro's arithmetic).
  *
  * Shapes are up to 4-D NHWC (lower ranks with leading 1s); each input dim equals the output dim or is 1 (then
  * the input is repeated along it), numpy's broadcasting. out must not overlap an input that is broadcast.
@@ -29,12 +29,21 @@ void tte_mul_s8(const tte_mul_params *params, const tte_dims *in1_dims, const in
 void tte_sub_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1, const tte_dims *in2_dims,
                 const int8_t *in2, const tte_dims *out_dims, int8_t *out);
 
-/* Training forward: as tte_mul_s8 / tte_sub_s8, plus the clamp mask (bit i & 7 of byte i >> 3 = 1 iff the
+/* add_broadcast: tte_sub_s8 with the rescaled inputs added (TFLite's ADD of tensors of different shapes; equal
+ * shapes use tte_add_s8 of tte_eltwise.h). */
+void tte_add_broadcast_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1,
+                          const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out);
+
+/* Training forward: as tte_mul_s8 / tte_sub_s8 / tte_add_broadcast_s8, plus the clamp mask (bit i & 7 of byte i >> 3 = 1 iff the
  * requantized value before the clamp of output element i lies in [act_min, act_max]). */
 void tte_mul_mask_s8(const tte_mul_params *params, const tte_dims *in1_dims, const int8_t *in1,
                      const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out, uint8_t *mask);
 void tte_sub_mask_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1,
                      const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out, uint8_t *mask);
+
+void tte_add_broadcast_mask_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1,
+                               const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out,
+                               uint8_t *mask);
 
 /* Gradient of one MUL operand: in_grad = 0, then for each output element i (NHWC order)
  * in_grad[bcast(i)] += grad[i] * ((float)(other[bcast'(i)] + other_offset) * other_scale), every product
@@ -42,7 +51,7 @@ void tte_sub_mask_s8(const tte_add_params *params, const tte_dims *in1_dims, con
 void tte_mul_input_grad_s8_f32(int32_t other_offset, float other_scale, const tte_dims *grad_dims, const float *grad,
                                const tte_dims *other_dims, const int8_t *other, const tte_dims *in_dims, float *in_grad);
 
-/* in_grad = 0, then in_grad[bcast(i)] += grad[i] * scale in output order (SUB's operands; scale +1 or -1). */
+/* in_grad = 0, then in_grad[bcast(i)] += grad[i] * scale in output order (SUB's operands, scale +1 or -1; ADD's, scale +1). */
 void tte_reduce_grad_f32(float scale, const tte_dims *grad_dims, const float *grad, const tte_dims *in_dims,
                          float *in_grad);
 

@@ -11,11 +11,16 @@
  *
  * Speed (Cortex-M4/M7 with DSP): every kernel has an instance for the common case of a [-128, 127] clamp
  * and right shifts >= 2 on all channels (true for every layer of the paper's models), whose requantization
- * is 5 instructions plus add/SSAT/store per output. Measured in QEMU (instructions per MAC, M7): 1x1 conv
- * 16 -> 48 channels 2.8, 48 -> 16 1.9, 96 -> 24 1.6; depthwise 3x3 5.3, 5x5 4.7, 7x7 3.8; first conv
- * (3x3, stride 2, 3 input channels) 4.0.
- * Stack: conv2d about 2 KB (two int16 windows of TTE_CONV_PATCH_MAX taps and one int8 window; define it smaller
- * to trade speed for stack), depthwise about 1.2 KB (TTE_DW_MAX_TAPS widened weights), conv2d_1x1 under 400 B.
+ * is 5 instructions plus add/SSAT/store per output; conv2d and the 1x1 GEMM fold the zero point into it when
+ * the right shifts are <= 24 (tte_requant_fast_s8: 6 plus the store). Measured in QEMU (instructions per MAC,
+ * M7, bench/profile.py on mbv2-w0.35): 1x1 conv with 8 input channels 2.6, 16 1.9, 48 and more 1.3-1.6
+ * (weights widened first up to depth 384; 2.8, 2.1 and 1.5-1.7 without);
+ * depthwise 3x3 5.3, 5x5 4.7, 7x7 3.8; first conv (3x3, stride 2, 3 input channels) 1.7 (conv2d_wide.c; 3.5
+ * before it).
+ * Stack: conv2d about 2.2 KB (conv2d_wide.c: a pool of TTE_CONV_WIDE_WORDS words for the widened weights and
+ * windows; otherwise two int16 windows of TTE_CONV_PATCH_MAX taps and one int8 window: define them smaller to
+ * trade speed for stack), depthwise about 1.2 KB (TTE_DW_MAX_TAPS widened weights), conv2d_1x1 about 1.9 KB
+ * (a column pair's weights widened to int16 for depths up to TTE_GEMM_WIDE_DEPTH = 384, gemm_s8.c).
  */
 #ifndef TTE_CONV_H
 #define TTE_CONV_H
@@ -27,6 +32,15 @@
 void tte_conv2d_s8(const tte_conv_params *params, const tte_requant *quant, const tte_dims *in_dims,
                    const int8_t *in, const tte_dims *filter_dims, const int8_t *filter, const int32_t *bias,
                    const tte_dims *out_dims, int8_t *out);
+
+/* The instance of tte_conv2d_s8 for small windows (conv2d_wide.c), which tte_conv2d_s8 tries first: layers of
+ * tte_fast_ok (a [-128, 127] clamp, right shifts >= 2 on every channel) whose windows, rounded up to 4 taps (k_pad), leave
+ * room for at least two channel pairs of int16 weights in a stack pool of TTE_CONV_WIDE_WORDS (320) words:
+ * 3 * k_pad + 16 <= 320, i.e. up to 100 taps (3x3 over 11 channels), or k_pad <= 156 with C_out <= 2.
+ * Returns 1 when it computed the output, 0 (nothing written) when the layer is not of that kind. */
+int tte_conv2d_wide_s8(const tte_conv_params *params, const tte_requant *quant, const tte_dims *in_dims,
+                       const int8_t *in, const tte_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                       const tte_dims *out_dims, int8_t *out);
 
 /* Pointwise fast path: KH = KW = 1, pad_top = pad_left = 0 (and no bottom/right padding), any stride. The
  * image is a GEMM (pixels x output channels) computed two pixels by two output channels per pass (tte_gemm.h);

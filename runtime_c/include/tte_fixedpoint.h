@@ -178,6 +178,38 @@ static inline int tte_fast_ok(const tte_requant *q, int32_t channels, const tte_
     return 1;
 }
 
+/* The zero point folded into tte_mbqm_right2: (h >> sh) + z == (h + z * 2^sh) >> sh exactly, so with
+ * k_out = 2^(e-2) + z * 2^(e-1) in place of k the sum needs no add. The high word stays inside int32 when
+ * |h| < 2^30 and |z| * 2^(e-1) <= 2^30, i.e. for right shifts e <= TTE_FAST_OUT_MAX_SHIFT (z in [-128, 127]). */
+#define TTE_FAST_OUT_MAX_SHIFT 24
+
+static inline int32_t tte_fast_k_out(const tte_channel_rq *rq, int32_t out_offset)
+{
+    return (int32_t)((uint32_t)rq->fast_k + ((uint32_t)out_offset << rq->fast_sh));
+}
+
+/* tte_fast_ok, and every right shift at most TTE_FAST_OUT_MAX_SHIFT (tte_requant_fast_s8 applies). */
+static inline int tte_fast_out_ok(const tte_requant *q, int32_t channels, const tte_out_stage *o)
+{
+    int32_t c, n = q->per_channel ? channels : 1;
+    if (!tte_fast_ok(q, channels, o)) {
+        return 0;
+    }
+    for (c = 0; c < n; c++) {
+        if (q->shift[c] < -TTE_FAST_OUT_MAX_SHIFT) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* sat8(MBQM(acc, m, -e) + z) for a channel of tte_fast_out_ok, with k_out = tte_fast_k_out and sh = e - 1:
+ * on Cortex-M and, orr, add, smlal, asr, ssat. */
+static inline int8_t tte_requant_fast_s8(int32_t acc, int32_t m, int32_t k_out, int32_t sh)
+{
+    return (int8_t)tte_sat8(tte_mbqm_right2(acc, m, k_out, sh));
+}
+
 /* Requantizes an accumulator of one channel and applies the output stage. `fast` is a constant in each kernel
  * instance (see tte_fast_ok): that instance compiles to a branch-free sequence of about a dozen instructions. */
 static TTE_ALWAYS_INLINE int8_t tte_requant_out(const tte_channel_rq *rq, int32_t acc, const tte_out_stage *o,

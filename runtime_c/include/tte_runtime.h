@@ -11,6 +11,7 @@
 #include "tte_broadcast.h"
 #include "tte_concat.h"
 #include "tte_conv.h"
+#include "tte_depthwise_inplace.h"
 #include "tte_eltwise.h"
 #include "tte_fc.h"
 #include "tte_grad_ext.h"

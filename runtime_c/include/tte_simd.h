@@ -42,6 +42,12 @@ static inline void tte_write_word(void *p, int32_t i, uint32_t v)
 {
     ((tte_alias_u32 *)p)[i] = v;
 }
+
+/* Four int8 values stored as one word (a single, possibly unaligned, STR). */
+static inline void tte_write_s8x4(int8_t *p, uint32_t v)
+{
+    *(tte_unaligned_u32 *)(void *)p = v;
+}
 #else
 static inline uint32_t tte_read_s8x4(const int8_t *p)
 {
@@ -60,6 +66,11 @@ static inline uint32_t tte_read_word(const void *p, int32_t i)
 static inline void tte_write_word(void *p, int32_t i, uint32_t v)
 {
     memcpy((char *)p + 4 * i, &v, 4);
+}
+
+static inline void tte_write_s8x4(int8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
 }
 #endif
 

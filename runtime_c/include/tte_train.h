@@ -55,11 +55,12 @@ typedef struct {
     int32_t input_offset; /* -zp of the layer's input, [-127, 128] (unused by bias updates) */
 } tte_update_params;
 
-/* --- forward with masks (train_mask_conv.c, train_mask_eltwise.c) --------------------------------------------- */
+/* --- forward with masks (train_mask_conv.c, train_mask_dw.c, train_mask_eltwise.c) ---------------------------- */
 
 /* tte_conv2d_s8 (same params, dims and limits) that also writes the clamp mask of its output. With `part`, the
  * trained input channels' weights come from part->sram (`filter` holds all channels; its trained ones are not
- * used). out and mask must not overlap the inputs. */
+ * used). out and mask must not overlap the inputs. Stack: about 600 bytes on the pointwise path (two weight rows
+ * of a split weight merged, up to TTE_MASK_ROW_MAX = 256 input channels each). */
 void tte_conv2d_mask_s8(const tte_conv_params *params, const tte_requant *quant, const tte_dims *in_dims,
                         const int8_t *in, const tte_dims *filter_dims, const int8_t *filter,
                         const tte_weight_part *part, const int32_t *bias, const tte_dims *out_dims, int8_t *out,

@@ -131,10 +131,23 @@ static inline int32_t tte_round_step_f32(float delta, uint32_t *rng)
     return (int32_t)(d + (d >= 0.0f ? 0.5f : -0.5f));
 }
 
-/* The QAS update of one int8 weight: q + step(-((lr g) f)) saturated to [-127, 127]. */
+/* The QAS update of one int8 weight: q + step(-((lr g) f)) saturated to [-127, 127]. A delta beyond +-512
+ * saturates the weight whether it is clamped there or at +-2^24 (tte_round_step_f32), so the common case needs
+ * one comparison: |delta| <= 512 (false for NaN). */
 static inline int8_t tte_qas_update_s8(int8_t q, float g, float lr, float factor, uint32_t *rng)
 {
-    const int32_t v = (int32_t)q + tte_round_step_f32(-((lr * g) * factor), rng);
+    float d = -((lr * g) * factor);
+    int32_t v;
+    if (!((d < 0.0f ? -d : d) <= 512.0f)) {
+        d = d != d ? 0.0f : (d < 0.0f ? -512.0f : 512.0f);
+    }
+    if (rng != 0) {
+        const uint32_t x = tte_xorshift32(*rng);
+        *rng = x;
+        v = (int32_t)q + tte_floor_i32(d + tte_uniform_f32(x));
+    } else {
+        v = (int32_t)q + (int32_t)(d + (d >= 0.0f ? 0.5f : -0.5f));
+    }
     return (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 

@@ -82,4 +82,43 @@ static inline tte_channel_rq tte_rq_of(const tte_requant *q, int32_t oc)
     return tte_channel_rq_make(q->multiplier[i], q->shift[i]);
 }
 
+/* --- the fast output stage of the mask kernels (tte_mbqm_right2 requantization) ---------------------------- */
+
+/* The output stage of the fast path, every value in a local (int8 stores may alias anything, so values read
+ * through pointers would be read again after each store). */
+typedef struct {
+    int32_t lo, hi, zp, amin, amax; /* mask range of the requantized value; zero point and clamp of the output */
+} tte_fast_stage;
+
+/* One output of a channel with tte_mbqm_right2 requantization (k: bias + offset term): writes y, returns the
+ * mask bit. Equals tte_out_mask_at. */
+static TTE_ALWAYS_INLINE uint32_t tte_fast_out(int32_t acc, int32_t k, int32_t m, int32_t fk, int32_t sh,
+                                               tte_fast_stage f, int8_t *y)
+{
+    const int32_t v = tte_mbqm_right2(tte_wrap_add(k, acc), m, fk, sh);
+    *y = (int8_t)tte_clamp(tte_sat9(v) + f.zp, f.amin, f.amax);
+    return (uint32_t)((v >= f.lo) & (v <= f.hi));
+}
+
+/* ORs two mask bits (element i and i + 1) into a cleared mask. */
+static TTE_ALWAYS_INLINE void tte_put_bits2(uint8_t *mask, int32_t i, uint32_t bits)
+{
+    if ((i & 7) != 7) {
+        mask[i >> 3] = (uint8_t)(mask[i >> 3] | (bits << (i & 7)));
+    } else {
+        mask[i >> 3] = (uint8_t)(mask[i >> 3] | ((bits & 1u) << 7));
+        mask[(i >> 3) + 1] = (uint8_t)(mask[(i >> 3) + 1] | (bits >> 1));
+    }
+}
+
+/* ORs four mask bits (elements i .. i+3) into a cleared mask. */
+static TTE_ALWAYS_INLINE void tte_put_bits4(uint8_t *mask, int32_t i, uint32_t bits)
+{
+    const uint32_t v = bits << (i & 7); /* up to 11 bits: this byte and maybe the next */
+    mask[i >> 3] = (uint8_t)(mask[i >> 3] | (v & 0xFFu));
+    if ((i & 7) > 4) {
+        mask[(i >> 3) + 1] = (uint8_t)(mask[(i >> 3) + 1] | (v >> 8));
+    }
+}
+
 #endif /* TTE_TRAIN_UTIL_H */

@@ -1,4 +1,4 @@
-/* Broadcasting element-wise MUL and SUB: one walk over the output with per-input strides (0 along a
+/* Broadcasting element-wise MUL, SUB and ADD: one walk over the output with per-input strides (0 along a
  * broadcast axis). */
 #include "tte_broadcast.h"
 #include "tte_fixedpoint.h"
@@ -67,6 +67,15 @@ static int32_t sub_one(const void *params, int32_t a, int32_t b)
     return tte_sat9(tte_mbqm(sa - sb, p->output_multiplier, p->output_shift)) + p->output_offset;
 }
 
+static int32_t add_one(const void *params, int32_t a, int32_t b)
+{
+    const tte_add_params *p = (const tte_add_params *)params;
+    const int32_t sa = tte_mbqm((a + p->input1_offset) * (1 << p->left_shift), p->input1_multiplier, p->input1_shift);
+    const int32_t sb = tte_mbqm((b + p->input2_offset) * (1 << p->left_shift), p->input2_multiplier, p->input2_shift);
+    /* As in sub_one: each stage is at most 2^29 in magnitude, so the sum fits in int32. */
+    return tte_sat9(tte_mbqm(sa + sb, p->output_multiplier, p->output_shift)) + p->output_offset;
+}
+
 void tte_mul_s8(const tte_mul_params *params, const tte_dims *in1_dims, const int8_t *in1, const tte_dims *in2_dims,
                 const int8_t *in2, const tte_dims *out_dims, int8_t *out)
 {
@@ -79,6 +88,12 @@ void tte_sub_s8(const tte_add_params *params, const tte_dims *in1_dims, const in
     walk(params, sub_one, params->act_min, params->act_max, in1_dims, in1, in2_dims, in2, out_dims, out, NULL);
 }
 
+void tte_add_broadcast_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1,
+                          const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out)
+{
+    walk(params, add_one, params->act_min, params->act_max, in1_dims, in1, in2_dims, in2, out_dims, out, NULL);
+}
+
 void tte_mul_mask_s8(const tte_mul_params *params, const tte_dims *in1_dims, const int8_t *in1,
                      const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out, uint8_t *mask)
 {
@@ -89,6 +104,13 @@ void tte_sub_mask_s8(const tte_add_params *params, const tte_dims *in1_dims, con
                      const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out, uint8_t *mask)
 {
     walk(params, sub_one, params->act_min, params->act_max, in1_dims, in1, in2_dims, in2, out_dims, out, mask);
+}
+
+void tte_add_broadcast_mask_s8(const tte_add_params *params, const tte_dims *in1_dims, const int8_t *in1,
+                               const tte_dims *in2_dims, const int8_t *in2, const tte_dims *out_dims, int8_t *out,
+                               uint8_t *mask)
+{
+    walk(params, add_one, params->act_min, params->act_max, in1_dims, in1, in2_dims, in2, out_dims, out, mask);
 }
 
 /* Sum of `terms(i)` into in_grad at the broadcast position of output element i, in output order. */

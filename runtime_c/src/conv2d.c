@@ -135,10 +135,13 @@ static TTE_ALWAYS_INLINE void patch_group(const int16_t *patch, int32_t k, uint3
 }
 #endif
 
-/* acc[2 * p + j] = sum_k window_p[k] * w_j[k] over k < K, for the two windows and weight rows j, j + 1. */
-static TTE_ALWAYS_INLINE void patch_dot(const int16_t *patch, const int8_t *w0, int32_t k_all, int32_t acc[4])
+/* acc[2 * p + j] += sum_k window_p[k] * w_j[k] over k < K, for the two windows and weight rows j, j + 1.
+ * `w1_more`: another weight row follows row j + 1, so the last group may read whole words past K from both
+ * rows (the window lanes there are 0, so those bytes add nothing). */
+static TTE_ALWAYS_INLINE void patch_dot(const int16_t *patch, const int8_t *w0, int32_t k_all, int w1_more,
+                                        int32_t acc[4])
 {
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
     const int8_t *w1 = w0 + k_all;
     int32_t k = 0;
 #if TTE_HAVE_DSP
@@ -147,9 +150,12 @@ static TTE_ALWAYS_INLINE void patch_dot(const int16_t *patch, const int8_t *w0, 
         patch_group(patch, k, tte_read_s8x4(w0 + k), tte_read_s8x4(w1 + k), &a00, &a01, &a10, &a11);
     }
     if (k < k_all) {
-        patch_group(patch, k, read_tail(w0 + k, k_all - k), read_tail(w1 + k, k_all - k), &a00, &a01, &a10, &a11);
+        const uint32_t wa = tte_read_s8x4(w0 + k); /* row j + 1 follows */
+        const uint32_t wb = w1_more ? tte_read_s8x4(w1 + k) : read_tail(w1 + k, k_all - k);
+        patch_group(patch, k, wa, wb, &a00, &a01, &a10, &a11);
     }
 #else
+    (void)w1_more;
     for (; k < k_all; k++) {
         const int32_t x0 = patch[lane(0, k)], x1 = patch[lane(1, k)];
         a00 += x0 * w0[k];
@@ -196,8 +202,30 @@ static TTE_ALWAYS_INLINE void conv_patches(const conv_args *args, int8_t *out, i
         for (oc = 0; oc + 2 <= a.cout; oc += 2) {
             const tte_channel_rq rq0 = channel_rq(a.quant, oc), rq1 = channel_rq(a.quant, oc + 1);
             const int32_t b0 = a.bias ? a.bias[oc] : 0, b1 = a.bias ? a.bias[oc + 1] : 0;
-            int32_t acc[4];
-            patch_dot(patch, a.filter + oc * k, k, acc);
+            if (fast == 2) { /* tte_fast_out_ok: the zero point is in k (and SMLAD sums start at the biases) */
+                int32_t acc[4];
+                const int32_t k0 = tte_fast_k_out(&rq0, o.offset), k1 = tte_fast_k_out(&rq1, o.offset);
+                acc[0] = TTE_HAVE_DSP ? b0 : 0;
+                acc[1] = TTE_HAVE_DSP ? b1 : 0;
+                acc[2] = acc[0];
+                acc[3] = acc[1];
+                patch_dot(patch, a.filter + oc * k, k, oc + 2 < a.cout, acc);
+#if !TTE_HAVE_DSP /* int32 sums must not overflow in C: add the biases wrapping */
+                acc[0] = tte_wrap_add(acc[0], b0);
+                acc[1] = tte_wrap_add(acc[1], b1);
+                acc[2] = tte_wrap_add(acc[2], b0);
+                acc[3] = tte_wrap_add(acc[3], b1);
+#endif
+                dst[oc] = tte_requant_fast_s8(acc[0], rq0.multiplier, k0, rq0.fast_sh);
+                dst[oc + 1] = tte_requant_fast_s8(acc[1], rq1.multiplier, k1, rq1.fast_sh);
+                if (pair) {
+                    dst[a.cout + oc] = tte_requant_fast_s8(acc[2], rq0.multiplier, k0, rq0.fast_sh);
+                    dst[a.cout + oc + 1] = tte_requant_fast_s8(acc[3], rq1.multiplier, k1, rq1.fast_sh);
+                }
+                continue;
+            }
+            int32_t acc[4] = {0, 0, 0, 0};
+            patch_dot(patch, a.filter + oc * k, k, oc + 2 < a.cout, acc);
             dst[oc] = tte_requant_out(&rq0, tte_wrap_add(acc[0], b0), &o, fast);
             dst[oc + 1] = tte_requant_out(&rq1, tte_wrap_add(acc[1], b1), &o, fast);
             if (pair) {
@@ -257,6 +285,11 @@ static TTE_NOINLINE void conv_patches_fast(const conv_args *a, int8_t *out)
     conv_patches(a, out, 1);
 }
 
+static TTE_NOINLINE void conv_patches_fast_out(const conv_args *a, int8_t *out)
+{
+    conv_patches(a, out, 2);
+}
+
 static TTE_NOINLINE void conv_patches_general(const conv_args *a, int8_t *out)
 {
     conv_patches(a, out, 0);
@@ -267,6 +300,9 @@ void tte_conv2d_s8(const tte_conv_params *params, const tte_requant *quant, cons
                    const tte_dims *out_dims, int8_t *out)
 {
     conv_args a;
+    if (tte_conv2d_wide_s8(params, quant, in_dims, in, filter_dims, filter, bias, out_dims, out)) {
+        return;
+    }
     a.h = in_dims->h;
     a.w = in_dims->w;
     a.cin = in_dims->c;
@@ -288,6 +324,8 @@ void tte_conv2d_s8(const tte_conv_params *params, const tte_requant *quant, cons
     a.out = tte_out_stage_make(params->output_offset, params->act_min, params->act_max);
     if (a.kh * a.kw * a.cin > TTE_CONV_PATCH_MAX) {
         conv_rows(&a, out);
+    } else if (tte_fast_out_ok(quant, a.cout, &a.out)) {
+        conv_patches_fast_out(&a, out);
     } else if (tte_fast_ok(quant, a.cout, &a.out)) {
         conv_patches_fast(&a, out);
     } else {

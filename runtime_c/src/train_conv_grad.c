@@ -3,8 +3,12 @@
  * then each output channel o (conv) or multiplier index m (depthwise) in ascending order, das * (float)w with
  * das = grad * w_scale. Per element that is exactly the reference's order (tte/train/grad_ops.py).
  *
- * Speed: four input channels accumulate in registers over all taps (and output channels): their weights are
- * four adjacent bytes.
+ * Speed: pointwise convolutions (1x1, stride 1, no padding: most of MobileNet's) are a matrix product done in
+ * blocks of four pixels by four input channels (sixteen sums in registers; each weight converted to float once per
+ * pixel block, each das once per channel block); split weights take their frozen channels from flash and the
+ * trained ones from the SRAM matrix in such blocks. Other convolutions: four input channels accumulate in
+ * registers over all taps (and output channels): their weights are four adjacent bytes. Depthwise: eight, then
+ * four channels at a time over the taps of a pixel.
  * Split weights (tte_weight_part) and other multipliers take a per-channel path that picks each channel's
  * weights from flash or SRAM.
  */
@@ -88,6 +92,103 @@ static float conv_grad1(const grad_args *a, int32_t y, int32_t x, int32_t i)
     return acc;
 }
 
+/* --- pointwise: a 1x1 kernel, stride 1, no padding, so in_grad[p, i] = sum over o of das[p, o] * w[o, i] ------ */
+
+/* Four pixels (gradient rows, the last ones repeated in a tail block) times four weight columns (offsets in the
+ * rows of a weight matrix, repeated likewise). */
+typedef struct {
+    const float *g[4];
+    int32_t col[4];
+} pw_block;
+
+/* acc[4 p + j] = sum over o ascending of (g[p][o] * w_scale[o]) * (float)w[o * ws + col[j]]: sixteen sums in
+ * registers, each weight converted once per pixel block and each das once per column block. */
+static TTE_NOINLINE void pw_sums(const float *w_scale, const int8_t *w, int32_t ws, int32_t cout,
+                                 const pw_block *b, float acc[16])
+{
+    const float *g0 = b->g[0], *g1 = b->g[1], *g2 = b->g[2], *g3 = b->g[3];
+    const int32_t c0 = b->col[0], c1 = b->col[1], c2 = b->col[2], c3 = b->col[3];
+    float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
+    float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+    int32_t o;
+    for (o = 0; o < cout; o++, w += ws) {
+        const float s = w_scale[o], w0 = (float)w[c0], w1 = (float)w[c1], w2 = (float)w[c2], w3 = (float)w[c3];
+        float d = g0[o] * s;
+        a00 = a00 + d * w0;
+        a01 = a01 + d * w1;
+        a02 = a02 + d * w2;
+        a03 = a03 + d * w3;
+        d = g1[o] * s;
+        a10 = a10 + d * w0;
+        a11 = a11 + d * w1;
+        a12 = a12 + d * w2;
+        a13 = a13 + d * w3;
+        d = g2[o] * s;
+        a20 = a20 + d * w0;
+        a21 = a21 + d * w1;
+        a22 = a22 + d * w2;
+        a23 = a23 + d * w3;
+        d = g3[o] * s;
+        a30 = a30 + d * w0;
+        a31 = a31 + d * w1;
+        a32 = a32 + d * w2;
+        a33 = a33 + d * w3;
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
+    acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
+    acc[14] = a32, acc[15] = a33;
+}
+
+/* Every pixel for `n` (1..4) columns of the weight matrix w [O, ws]: column col[j] is input channel ch[j]. */
+static void pw_columns(const grad_args *a, const int8_t *w, int32_t ws, int32_t n, const int32_t *col,
+                       const int32_t *ch, int32_t pixels, float *in_grad)
+{
+    pw_block b;
+    float acc[16];
+    int32_t p, k, j;
+    for (j = 0; j < 4; j++) {
+        b.col[j] = col[j < n ? j : n - 1];
+    }
+    for (p = 0; p < pixels; p += 4) {
+        const int32_t rows = tte_min32(4, pixels - p);
+        for (k = 0; k < 4; k++) {
+            b.g[k] = a->grad + (p + (k < rows ? k : rows - 1)) * a->cout;
+        }
+        pw_sums(a->w_scale, w, ws, a->cout, &b, acc);
+        for (k = 0; k < rows; k++) {
+            for (j = 0; j < n; j++) {
+                in_grad[(p + k) * a->cin + ch[j]] = acc[4 * k + j];
+            }
+        }
+    }
+}
+
+/* The pointwise input gradient: the frozen channels (all with a whole weight) from flash, four at a time, then
+ * the trained channels of a split weight from its SRAM matrix [O, T]. */
+static void pw_grad_input(const grad_args *a, int32_t pixels, float *in_grad)
+{
+    const tte_weight_part *part = a->part;
+    int32_t col[4], n = 0, i;
+    for (i = 0; i < a->cin; i++) {
+        if (part == NULL || part->slot[i] < 0) {
+            col[n++] = i;
+        }
+        if (n == 4 || (n > 0 && i == a->cin - 1)) {
+            pw_columns(a, a->filter, a->cin, n, col, col, pixels, in_grad);
+            n = 0;
+        }
+    }
+    for (i = 0; part != NULL && i < part->count; i += 4) {
+        int32_t ch[4], j;
+        n = tte_min32(4, part->count - i);
+        for (j = 0; j < n; j++) {
+            col[j] = i + j;
+            ch[j] = part->channels[i + j];
+        }
+        pw_columns(a, part->sram, part->count, n, col, ch, pixels, in_grad);
+    }
+}
+
 void tte_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const float *w_scale, const tte_dims *grad_dims,
                                   const float *grad, const tte_dims *filter_dims, const int8_t *filter,
                                   const tte_weight_part *part, const tte_dims *in_dims, float *in_grad)
@@ -96,6 +197,11 @@ void tte_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const float *w_scal
                          filter_dims->h, filter_dims->w, in_dims->c};
     const int32_t four = part == NULL ? a.cin & ~3 : 0;
     int32_t y, x, i;
+    if (a.kh == 1 && a.kw == 1 && geom->stride_h == 1 && geom->stride_w == 1 && geom->pad_top == 0 &&
+        geom->pad_left == 0 && a.oh == in_dims->h && a.ow == in_dims->w) {
+        pw_grad_input(&a, in_dims->h * in_dims->w, in_grad);
+        return;
+    }
     for (y = 0; y < in_dims->h; y++) {
         for (x = 0; x < in_dims->w; x++) {
             float *d = in_grad + (y * in_dims->w + x) * a.cin;
@@ -175,6 +281,29 @@ static void dw_grad4(const grad_args *a, const int32_t *goff, const int32_t *wof
     d[3] = a3;
 }
 
+/* Depthwise, multiplier 1, whole weight: channels c0 .. c0+7 in registers over the listed taps, their scales
+ * loaded once (grad and filter point at channel c0). */
+static TTE_NOINLINE void dw_grad8(const float *grad, const float *s, const int8_t *filter, const int32_t *goff,
+                                  const int32_t *woff, int32_t taps, float *d)
+{
+    const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3], s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+    int32_t t;
+    for (t = 0; t < taps; t++) {
+        const float *g = grad + goff[t];
+        const int8_t *w = filter + woff[t];
+        a0 = a0 + (g[0] * s0) * (float)w[0];
+        a1 = a1 + (g[1] * s1) * (float)w[1];
+        a2 = a2 + (g[2] * s2) * (float)w[2];
+        a3 = a3 + (g[3] * s3) * (float)w[3];
+        a4 = a4 + (g[4] * s4) * (float)w[4];
+        a5 = a5 + (g[5] * s5) * (float)w[5];
+        a6 = a6 + (g[6] * s6) * (float)w[6];
+        a7 = a7 + (g[7] * s7) * (float)w[7];
+    }
+    d[0] = a0, d[1] = a1, d[2] = a2, d[3] = a3, d[4] = a4, d[5] = a5, d[6] = a6, d[7] = a7;
+}
+
 void tte_depthwise_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const float *w_scale,
                                             const tte_dims *grad_dims, const float *grad,
                                             const tte_dims *filter_dims, const int8_t *filter,
@@ -191,6 +320,9 @@ void tte_depthwise_conv2d_grad_input_s8_f32(const tte_conv_geom *geom, const flo
             c = 0;
             if (mult == 1 && part == NULL && a.kh * a.kw <= TTE_DW_MAX_TAPS) {
                 const int32_t taps = dw_taps(&a, y, x, goff, woff);
+                for (; c + 8 <= ch; c += 8) {
+                    dw_grad8(grad + c, w_scale + c, filter + c, goff, woff, taps, d + c);
+                }
                 for (; c + 4 <= ch; c += 4) {
                     dw_grad4(&a, goff, woff, taps, c, d + c);
                 }

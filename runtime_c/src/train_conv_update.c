@@ -4,7 +4,9 @@
  * kh, kw, t * M + m), the gradient g = sum over the output positions p in raster order of
  * grad[p, oc] * (float)(x[tap of p, t] + input_offset) is formed from 0.0f, then the element is updated with
  * tte_qas_update_s8 (one PRNG draw each). Four adjacent elements are summed at a time in registers (one pass over
- * the positions), then updated in order. Taps outside the image are skipped: the reference adds their
+ * the positions), then updated in order; pointwise convolutions (1x1, stride 1, no padding) sum four output
+ * channels by four input columns (sixteen sums) and update the four rows with one PRNG copy each, started where
+ * the row's draws begin in row-major order. Taps outside the image are skipped: the reference adds their
  * zero-padded products (+-0.0), which cannot change a sum that starts at +0.0.
  */
 #include "tte_train.h"
@@ -161,6 +163,108 @@ static void update_columns(const sum_args *s, int conv, int32_t n, const int32_t
 
 #define COLUMNS 16 /* columns set up at a time (stack: three int32 arrays) */
 
+/* --- pointwise: a 1x1 kernel, stride 1, no padding, so g[o, t] = sum over pixels p of grad[p, o] * x[p, t] ----- */
+
+/* acc[4 r + j] = sum over pixels p in raster order of grad[p, r] * (float)(x[p, j] + off): four output channels
+ * (adjacent floats) times four input columns (adjacent bytes), sixteen sums in registers. */
+static TTE_NOINLINE void pw_wsums(const float *grad, int32_t cout, const int8_t *x, int32_t t_count,
+                                  int32_t pixels, int32_t off, float acc[16])
+{
+    float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
+    float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+    int32_t p;
+    for (p = 0; p < pixels; p++, grad += cout, x += t_count) {
+        const float x0 = (float)(x[0] + off), x1 = (float)(x[1] + off), x2 = (float)(x[2] + off);
+        const float x3 = (float)(x[3] + off);
+        float d = grad[0];
+        a00 = a00 + d * x0;
+        a01 = a01 + d * x1;
+        a02 = a02 + d * x2;
+        a03 = a03 + d * x3;
+        d = grad[1];
+        a10 = a10 + d * x0;
+        a11 = a11 + d * x1;
+        a12 = a12 + d * x2;
+        a13 = a13 + d * x3;
+        d = grad[2];
+        a20 = a20 + d * x0;
+        a21 = a21 + d * x1;
+        a22 = a22 + d * x2;
+        a23 = a23 + d * x3;
+        d = grad[3];
+        a30 = a30 + d * x0;
+        a31 = a31 + d * x1;
+        a32 = a32 + d * x2;
+        a33 = a33 + d * x3;
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
+    acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
+    acc[14] = a32, acc[15] = a33;
+}
+
+/* The state after n more draws. */
+static uint32_t rng_skip(uint32_t x, int32_t n)
+{
+    for (; n > 0; n--) {
+        x = tte_xorshift32(x);
+    }
+    return x;
+}
+
+typedef struct {
+    const float *factor;
+    const int16_t *channels; /* NULL: the written columns are 0 .. T-1 */
+    float lr;
+    int32_t t_count, pixels, x_off, wc;
+} pw_update;
+
+/* Updates columns t0 + j0 .. t0 + 3 of one row with their sums g[j]; the PRNG state is kept in a local. */
+static void update_row(const pw_update *u, int8_t *row, int32_t t0, int32_t j0, const float *g, float f,
+                       uint32_t *rng)
+{
+    int32_t j;
+    if (rng != NULL) {
+        uint32_t x = *rng;
+        for (j = j0; j < 4; j++) {
+            int8_t *q = row + (u->channels != NULL ? u->channels[t0 + j] : t0 + j);
+            *q = tte_qas_update_s8(*q, g[j], u->lr, f, &x);
+        }
+        *rng = x;
+        return;
+    }
+    for (j = j0; j < 4; j++) {
+        int8_t *q = row + (u->channels != NULL ? u->channels[t0 + j] : t0 + j);
+        *q = tte_qas_update_s8(*q, g[j], u->lr, f, NULL);
+    }
+}
+
+/* Output channels o .. o+3, all T >= 4 columns: four columns at a time (the last group overlaps the previous one
+ * and updates only its new columns). Each row draws from its own copy of the PRNG, started where the row's first
+ * draw falls in the reference's row-major order, so the draws stay those of the reference. */
+static void pw_update_rows4(const pw_update *u, const int8_t *in, const float *grad, int32_t cout, int32_t o,
+                            uint32_t *rng, int8_t *filter)
+{
+    uint32_t st[4];
+    float acc[16];
+    int32_t t0, done = 0, r;
+    st[0] = rng != NULL ? *rng : 0u;
+    for (r = 1; r < 4; r++) {
+        st[r] = rng != NULL ? rng_skip(st[r - 1], u->t_count) : 0u;
+    }
+    while (done < u->t_count) {
+        t0 = tte_min32(done, u->t_count - 4);
+        pw_wsums(grad + o, cout, in + t0, u->t_count, u->pixels, u->x_off, acc);
+        for (r = 0; r < 4; r++) {
+            update_row(u, filter + (o + r) * u->wc, t0, done - t0, acc + 4 * r, u->factor[o + r],
+                       rng != NULL ? &st[r] : NULL);
+        }
+        done = t0 + 4;
+    }
+    if (rng != NULL) {
+        *rng = st[3];
+    }
+}
+
 void tte_conv2d_update_weight_s8_f32(const tte_update_params *params, const tte_conv_geom *geom,
                                      const float *factor, const float *lr, const tte_dims *in_dims,
                                      const int8_t *in, const tte_dims *grad_dims, const float *grad,
@@ -171,8 +275,16 @@ void tte_conv2d_update_weight_s8_f32(const tte_update_params *params, const tte_
     const int dense = wc == t_count;
     sum_args s = sum_setup(geom, in_dims, in, grad_dims, grad, params->input_offset);
     int32_t gcol[COLUMNS], xcol[COLUMNS], wcol[COLUMNS];
-    int32_t o, ky, kx, t0, j;
-    for (o = 0; o < grad_dims->c; o++) {
+    int32_t o = 0, ky, kx, t0, j;
+    if (kh == 1 && kw == 1 && geom->stride_h == 1 && geom->stride_w == 1 && geom->pad_top == 0 &&
+        geom->pad_left == 0 && grad_dims->h == in_dims->h && grad_dims->w == in_dims->w && t_count >= 4) {
+        const pw_update u = {factor, dense ? NULL : channels, *lr, t_count, in_dims->h * in_dims->w,
+                             params->input_offset, wc};
+        for (; o + 4 <= grad_dims->c; o += 4) {
+            pw_update_rows4(&u, in, grad, grad_dims->c, o, rng, filter);
+        }
+    }
+    for (; o < grad_dims->c; o++) { /* rows left: the general path */
         for (ky = 0; ky < kh; ky++) {
             for (kx = 0; kx < kw; kx++) {
                 int8_t *row = filter + ((o * kh + ky) * kw + kx) * wc;

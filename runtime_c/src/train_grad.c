@@ -3,11 +3,29 @@
 #include "tte_train.h"
 #include "tte_train_util.h"
 
+/* A mask byte at a time: all set (the common case under ReLU6) copies eight values, none set writes eight zeros,
+ * a mixed byte selects value by value. */
 void tte_apply_mask_f32(int32_t size, const float *grad, const uint8_t *mask, float *out)
 {
-    int32_t i;
-    for (i = 0; i < size; i++) {
-        out[i] = ((mask[i >> 3] >> (i & 7)) & 1u) ? grad[i] : 0.0f;
+    int32_t i, k;
+    for (i = 0; i + 8 <= size; i += 8, grad += 8, out += 8) {
+        const uint32_t m = mask[i >> 3];
+        if (m == 0xFFu) {
+            if (out != grad) {
+                out[0] = grad[0], out[1] = grad[1], out[2] = grad[2], out[3] = grad[3];
+                out[4] = grad[4], out[5] = grad[5], out[6] = grad[6], out[7] = grad[7];
+            }
+        } else if (m == 0u) {
+            out[0] = out[1] = out[2] = out[3] = out[4] = out[5] = out[6] = out[7] = 0.0f;
+        } else {
+            out[0] = (m & 0x01u) ? grad[0] : 0.0f, out[1] = (m & 0x02u) ? grad[1] : 0.0f;
+            out[2] = (m & 0x04u) ? grad[2] : 0.0f, out[3] = (m & 0x08u) ? grad[3] : 0.0f;
+            out[4] = (m & 0x10u) ? grad[4] : 0.0f, out[5] = (m & 0x20u) ? grad[5] : 0.0f;
+            out[6] = (m & 0x40u) ? grad[6] : 0.0f, out[7] = (m & 0x80u) ? grad[7] : 0.0f;
+        }
+    }
+    for (k = 0; i < size; i++, k++) {
+        out[k] = ((mask[i >> 3] >> (i & 7)) & 1u) ? grad[k] : 0.0f;
     }
 }
 

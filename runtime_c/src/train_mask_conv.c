@@ -1,19 +1,21 @@
-/* Forward kernels of the train step for the weight layers: conv2d, depthwise and fully connected that also
- * write the 1-bit clamp mask of their output (tte_train.h).
+/* Forward kernels of the train step for the weight layers: conv2d and fully connected that also write the 1-bit
+ * clamp mask of their output (tte_train.h).
  *
  * The integer arithmetic is that of the forward kernels (tte_conv.h, tte_fc.h): the same dot products
  * (tte_dot.h), the same wrapping bias addition and the same requantization (tte_channel_rq_apply), so the int8
  * output equals theirs bit for bit; the requantized value before the clamp gives the mask bit in the same pass.
  * Loops run over output pixels, then output channels: the output and its mask are written in NHWC order.
  *
- * Two fast paths: pointwise convolutions (every 1x1 tap inside the image) go two pixels by two output channels
- * through tte_dot_2x2 with the input offset folded into a per-channel constant (as the GEMM does); depthwise
- * convolutions with multiplier 1 go four channels at a time (adjacent bytes, accumulated in registers, their
- * requantization prepared once per group).
+ * The fast path: pointwise convolutions (every 1x1 tap inside the image) go two pixels by two output channels
+ * through tte_dot_2x2 with the input offset folded into a per-channel constant (as the GEMM does); where both
+ * channels' requantization takes tte_mbqm_right2, the output stage runs from locals and writes two mask bits at
+ * once (tte_fast_out, tte_put_bits2). The depthwise variant is in train_mask_dw.c.
  *
- * A partially trained weight (tte_weight_part) is read as "flash weight + correction": the dot product runs
- * over the whole flash row, then each trained channel adds (x + x_off) * (w_sram - w_flash). Integer sums are
- * exact (wrapping int32), so this equals reading the trained channels from SRAM.
+ * A split pointwise weight with at most TTE_MASK_ROW_MAX input channels is merged (flash row, trained channels
+ * from SRAM) into two stack rows per channel pair. Otherwise a partially trained weight (tte_weight_part) is read
+ * as "flash weight + correction": the dot product runs over the whole flash row, then each trained channel adds
+ * (x + x_off) * (w_sram - w_flash). Integer sums are exact (wrapping int32), so this equals reading the trained
+ * channels from SRAM.
  */
 #include "tte_dot.h"
 #include "tte_train.h"
@@ -60,46 +62,132 @@ static const int8_t *pointwise_pixel(const int8_t *in, const tte_dims *in_dims, 
     return in + ((n * in_dims->h + oy * params->stride_h) * in_dims->w + ox * params->stride_w) * in_dims->c;
 }
 
+#ifndef TTE_MASK_ROW_MAX
+#define TTE_MASK_ROW_MAX 256 /* input channels of a split pointwise weight merged on the stack (two rows) */
+#endif
+
+/* Output channel oc's weight row with the trained channels of a split weight read from SRAM: the flash row when
+ * nothing needs merging, else `buf` (cin <= TTE_MASK_ROW_MAX) filled with the merged row. */
+static const int8_t *merged_row(const int8_t *filter, const tte_weight_part *part, int32_t oc, int32_t cin,
+                                int8_t *buf)
+{
+    const int8_t *wf = filter + oc * cin, *ws;
+    int32_t i;
+    if (part == NULL) {
+        return wf;
+    }
+    ws = part->sram + oc * part->count;
+    for (i = 0; i < cin; i++) {
+        buf[i] = wf[i];
+    }
+    for (i = 0; i < part->count; i++) {
+        buf[part->channels[i]] = ws[i];
+    }
+    return buf;
+}
+
+/* acc = the four raw dot products of pixels x0, x1 with rows w0, w1 (acc[2 i + c]: pixel i, row c). Not inlined:
+ * the dot loop keeps every pointer in a register. */
+static TTE_NOINLINE void dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1,
+                                 int32_t len, int32_t acc[4])
+{
+    acc[0] = acc[1] = acc[2] = acc[3] = 0;
+    tte_dot_2x2(x0, x1, w0, w1, len, acc);
+}
+
+/* One pointwise channel pair: weights, bias + offset terms, requantization, and the split weight's SRAM part
+ * when the rows could not be merged (then each output adds its trained channels' correction). */
+typedef struct {
+    const int8_t *w[2];
+    const int8_t *ws[2];
+    const tte_weight_part *part;
+    tte_channel_rq rq[2];
+    int32_t k[2], ch[2], x_off, cin, cout;
+} pw_pair;
+
+/* Output (pixel p, row c of the pair) with its mask bit. */
+static void pw_emit(const pw_pair *a, const int8_t *x, int32_t p, int32_t c, int32_t acc, const tte_out_stage *o,
+                    int8_t *out, uint8_t *mask)
+{
+    if (a->part != NULL) {
+        acc += part_delta(a->part, x, a->w[c], a->ws[c], a->x_off);
+    }
+    tte_out_mask_at(out, mask, p * a->cout + a->ch[c], tte_channel_rq_apply(&a->rq[c], tte_wrap_add(a->k[c], acc)),
+                    o);
+}
+
+/* The pixel pairs of a pair of output channels (oc, oc + 1 < cout) whose requantization takes tte_mbqm_right2, with
+ * a whole (or merged) weight and a dense input; returns the first pixel not done (an odd last one). */
+static int32_t pw_pair_fast(const pw_pair *a, const tte_out_stage *o, const int8_t *in, int32_t pixels, int8_t *out,
+                            uint8_t *mask)
+{
+    const tte_fast_stage f = {o->act_min - o->offset, o->act_max - o->offset, o->offset, o->act_min, o->act_max};
+    const int32_t k0 = a->k[0], m0 = a->rq[0].multiplier, fk0 = a->rq[0].fast_k, sh0 = a->rq[0].fast_sh;
+    const int32_t k1 = a->k[1], m1 = a->rq[1].multiplier, fk1 = a->rq[1].fast_k, sh1 = a->rq[1].fast_sh;
+    const int32_t cin = a->cin, cout = a->cout;
+    const int8_t *w0 = a->w[0], *w1 = a->w[1];
+    int32_t p, i = a->ch[0], acc[4];
+    int8_t *y = out + a->ch[0];
+    for (p = 0; p + 2 <= pixels; p += 2, in += 2 * cin, y += 2 * cout, i += 2 * cout) {
+        uint32_t bits;
+        dot_2x2(in, in + cin, w0, w1, cin, acc);
+        bits = tte_fast_out(acc[0], k0, m0, fk0, sh0, f, y) |
+               (tte_fast_out(acc[1], k1, m1, fk1, sh1, f, y + 1) << 1);
+        tte_put_bits2(mask, i, bits);
+        bits = tte_fast_out(acc[2], k0, m0, fk0, sh0, f, y + cout) |
+               (tte_fast_out(acc[3], k1, m1, fk1, sh1, f, y + cout + 1) << 1);
+        tte_put_bits2(mask, i + cout, bits);
+    }
+    return p;
+}
+
 /* 1x1 kernel with every tap inside the image: blocks of 2 output channels (outer) x 2 pixels. An odd last channel
- * or pixel is computed twice and written once. */
+ * or pixel is computed twice and written once. A split weight with at most TTE_MASK_ROW_MAX input channels has
+ * its two rows merged once per channel pair; a wider one adds the trained channels' correction per output. */
 static void conv_pointwise_mask(const tte_conv_params *params, const tte_requant *quant, const tte_dims *in_dims,
                                 const int8_t *in, const int8_t *filter, const tte_weight_part *part,
                                 const int32_t *bias, const tte_dims *out_dims, int8_t *out, uint8_t *mask)
 {
     const tte_out_stage o = tte_out_stage_make(params->output_offset, params->act_min, params->act_max);
-    const int32_t cin = in_dims->c, cout = out_dims->c, x_off = params->input_offset;
     const int32_t pixels = out_dims->n * out_dims->h * out_dims->w;
-    int32_t oc, p, j;
-    tte_mask_clear(mask, pixels * cout);
-    for (oc = 0; oc < cout; oc += 2) {
-        const int32_t oc1 = oc + 1 < cout ? oc + 1 : oc;
-        const int8_t *w[2];
-        int32_t k[2];
-        tte_channel_rq rq[2];
-        w[0] = filter + oc * cin;
-        w[1] = filter + oc1 * cin;
+    const int merge = part != NULL && in_dims->c <= TTE_MASK_ROW_MAX;
+    const int dense = params->stride_h == 1 && params->stride_w == 1 && in_dims->h == out_dims->h &&
+                      in_dims->w == out_dims->w;
+    int8_t rows[2][TTE_MASK_ROW_MAX];
+    pw_pair a;
+    int32_t oc, p, j, acc[4];
+    a.part = merge ? NULL : part;
+    a.x_off = params->input_offset;
+    a.cin = in_dims->c;
+    a.cout = out_dims->c;
+    tte_mask_clear(mask, pixels * a.cout);
+    for (oc = 0; oc < a.cout; oc += 2) {
+        a.ch[0] = oc;
+        a.ch[1] = oc + 1 < a.cout ? oc + 1 : oc;
         for (j = 0; j < 2; j++) { /* bias + x_off * sum(w): the input offset, once per channel */
-            const int32_t c = j ? oc1 : oc;
-            k[j] = tte_wrap_add(bias != NULL ? bias[c] : 0, x_off * tte_sum_s8(w[j], cin));
-            rq[j] = tte_rq_of(quant, c);
+            a.w[j] = merged_row(filter, merge ? part : NULL, a.ch[j], a.cin, rows[j]);
+            a.ws[j] = part != NULL ? part->sram + a.ch[j] * part->count : NULL;
+            a.k[j] = tte_wrap_add(bias != NULL ? bias[a.ch[j]] : 0, a.x_off * tte_sum_s8(a.w[j], a.cin));
+            a.rq[j] = tte_rq_of(quant, a.ch[j]);
         }
-        for (p = 0; p < pixels; p += 2) {
+        p = 0;
+        if (dense && a.part == NULL && a.ch[1] != oc && a.rq[0].fast_k != 0 && a.rq[1].fast_k != 0) {
+            p = pw_pair_fast(&a, &o, in, pixels, out, mask);
+        }
+        for (; p < pixels; p += 2) {
             const int32_t p1 = p + 1 < pixels ? p + 1 : p;
-            const int8_t *x[2];
-            int32_t acc[4] = {0, 0, 0, 0};
-            x[0] = pointwise_pixel(in, in_dims, out_dims, params, p);
-            x[1] = pointwise_pixel(in, in_dims, out_dims, params, p1);
-            tte_dot_2x2(x[0], x[1], w[0], w[1], cin, acc);
-            for (j = 0; j < 4; j++) { /* acc[2 i + c]: pixel i, channel c */
-                const int32_t c = j & 1, i = j >> 1, ch = c ? oc1 : oc;
-                if ((c && oc1 == oc) || (i && p1 == p)) {
-                    continue;
+            const int8_t *x0 = dense ? in + p * a.cin : pointwise_pixel(in, in_dims, out_dims, params, p);
+            const int8_t *x1 = dense ? in + p1 * a.cin : pointwise_pixel(in, in_dims, out_dims, params, p1);
+            dot_2x2(x0, x1, a.w[0], a.w[1], a.cin, acc);
+            pw_emit(&a, x0, p, 0, acc[0], &o, out, mask);
+            if (a.ch[1] != oc) {
+                pw_emit(&a, x0, p, 1, acc[1], &o, out, mask);
+            }
+            if (p1 != p) {
+                pw_emit(&a, x1, p1, 0, acc[2], &o, out, mask);
+                if (a.ch[1] != oc) {
+                    pw_emit(&a, x1, p1, 1, acc[3], &o, out, mask);
                 }
-                if (part != NULL) {
-                    acc[j] += part_delta(part, x[i], w[c], part->sram + ch * part->count, x_off);
-                }
-                tte_out_mask_at(out, mask, (i ? p1 : p) * cout + ch,
-                                tte_channel_rq_apply(&rq[c], tte_wrap_add(k[c], acc[j])), &o);
             }
         }
     }
@@ -151,124 +239,6 @@ void tte_conv2d_mask_s8(const tte_conv_params *params, const tte_requant *quant,
                     }
                     acc = tte_wrap_add(bias != NULL ? bias[oc] : 0, acc);
                     *out++ = tte_out_mask_s8(tte_channel_rq_apply(&rq, acc), &o, &bits);
-                }
-            }
-        }
-    }
-    tte_bits_flush(&bits);
-}
-
-/* Where output channel oc's weights are: the first tap and the distance between taps. */
-static const int8_t *dw_weights(const int8_t *filter, const tte_weight_part *part, int32_t c, int32_t m,
-                                int32_t mult, int32_t channels, int32_t *stride)
-{
-    if (part != NULL && part->slot[c] >= 0) {
-        *stride = part->count * mult;
-        return part->sram + part->slot[c] * mult + m;
-    }
-    *stride = channels * mult;
-    return filter + c * mult + m;
-}
-
-/* acc[j] = sum over the window taps inside the image of (x + x_off) * w for channels c .. c+3 (adjacent bytes):
- * x points at the window's first valid tap in the input and w in the filter, rows x_row and w_row apart. */
-static void dw_window4(const int8_t *x, const int8_t *w, int32_t rows, int32_t cols, int32_t ch, int32_t x_row,
-                       int32_t w_row, int32_t x_off, int32_t acc[4])
-{
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, r, k;
-    for (r = 0; r < rows; r++, x += x_row, w += w_row) {
-        const int8_t *xt = x, *wt = w;
-        for (k = 0; k < cols; k++, xt += ch, wt += ch) {
-            a0 += (xt[0] + x_off) * wt[0];
-            a1 += (xt[1] + x_off) * wt[1];
-            a2 += (xt[2] + x_off) * wt[2];
-            a3 += (xt[3] + x_off) * wt[3];
-        }
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
-/* Multiplier 1 and a whole weight: groups of four channels (the last group may overlap the previous one, as
- * outputs are written by index), their requantization prepared once, then every output pixel's window. */
-static void dw_mask_mult1(const tte_dw_conv_params *params, const tte_requant *quant, const tte_dims *in_dims,
-                          const int8_t *in, const tte_dims *filter_dims, const int8_t *filter,
-                          const int32_t *bias, const tte_dims *out_dims, int8_t *out, uint8_t *mask)
-{
-    const tte_out_stage o = tte_out_stage_make(params->output_offset, params->act_min, params->act_max);
-    const int32_t h = in_dims->h, w = in_dims->w, ch = in_dims->c, x_off = params->input_offset;
-    const int32_t kh = filter_dims->h, kw = filter_dims->w;
-    int32_t n, oy, ox, c0, j;
-    tte_mask_clear(mask, out_dims->n * out_dims->h * out_dims->w * ch);
-    for (c0 = 0; c0 < ch; c0 += 4) {
-        const int32_t c = tte_min32(c0, ch - 4); /* the last group ends at the last channel */
-        tte_channel_rq rq[4];
-        int32_t b[4];
-        for (j = 0; j < 4; j++) {
-            rq[j] = tte_rq_of(quant, c + j);
-            b[j] = bias != NULL ? bias[c + j] : 0;
-        }
-        for (n = 0; n < out_dims->n; n++) {
-            const int8_t *in_n = in + n * h * w * ch + c;
-            for (oy = 0; oy < out_dims->h; oy++) {
-                const int32_t iy0 = oy * params->stride_h - params->pad_top;
-                const int32_t ky0 = tte_max32(0, -iy0), ky1 = tte_min32(kh, h - iy0);
-                for (ox = 0; ox < out_dims->w; ox++) {
-                    const int32_t ix0 = ox * params->stride_w - params->pad_left;
-                    const int32_t kx0 = tte_max32(0, -ix0), kx1 = tte_min32(kw, w - ix0);
-                    const int32_t at = ((n * out_dims->h + oy) * out_dims->w + ox) * ch + c;
-                    int32_t acc[4];
-                    dw_window4(in_n + ((iy0 + ky0) * w + ix0 + kx0) * ch, filter + (ky0 * kw + kx0) * ch + c,
-                               ky1 - ky0, kx1 - kx0, ch, w * ch, kw * ch, x_off, acc);
-                    for (j = 0; j < 4; j++) {
-                        tte_out_mask_at(out, mask, at + j, tte_channel_rq_apply(&rq[j], tte_wrap_add(b[j], acc[j])),
-                                        &o);
-                    }
-                }
-            }
-        }
-    }
-}
-
-void tte_depthwise_conv2d_mask_s8(const tte_dw_conv_params *params, const tte_requant *quant,
-                                  const tte_dims *in_dims, const int8_t *in, const tte_dims *filter_dims,
-                                  const int8_t *filter, const tte_weight_part *part, const int32_t *bias,
-                                  const tte_dims *out_dims, int8_t *out, uint8_t *mask)
-{
-    const tte_out_stage o = tte_out_stage_make(params->output_offset, params->act_min, params->act_max);
-    const int32_t h = in_dims->h, w = in_dims->w, c_in = in_dims->c, mult = params->ch_mult;
-    const int32_t kh = filter_dims->h, kw = filter_dims->w, x_off = params->input_offset;
-    tte_bit_writer bits = tte_bits_start(mask);
-    int32_t n, oy, ox, c, m, ky, kx;
-    if (mult == 1 && part == NULL && c_in >= 4) {
-        dw_mask_mult1(params, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, mask);
-        return;
-    }
-    for (n = 0; n < out_dims->n; n++) {
-        const int8_t *in_n = in + n * h * w * c_in;
-        for (oy = 0; oy < out_dims->h; oy++) {
-            const int32_t iy0 = oy * params->stride_h - params->pad_top;
-            const int32_t ky0 = tte_max32(0, -iy0), ky1 = tte_min32(kh, h - iy0);
-            for (ox = 0; ox < out_dims->w; ox++) {
-                const int32_t ix0 = ox * params->stride_w - params->pad_left;
-                const int32_t kx0 = tte_max32(0, -ix0), kx1 = tte_min32(kw, w - ix0);
-                for (c = 0; c < c_in; c++) {
-                    for (m = 0; m < mult; m++) {
-                        const int32_t oc = c * mult + m;
-                        const tte_channel_rq rq = tte_rq_of(quant, oc);
-                        int32_t stride, acc = 0;
-                        const int8_t *wp = dw_weights(filter, part, c, m, mult, c_in, &stride);
-                        for (ky = ky0; ky < ky1; ky++) {
-                            const int8_t *x = in_n + ((iy0 + ky) * w + ix0) * c_in + c;
-                            for (kx = kx0; kx < kx1; kx++) {
-                                acc += (x[kx * c_in] + x_off) * wp[(ky * kw + kx) * stride];
-                            }
-                        }
-                        acc = tte_wrap_add(bias != NULL ? bias[oc] : 0, acc);
-                        *out++ = tte_out_mask_s8(tte_channel_rq_apply(&rq, acc), &o, &bits);
-                    }
                 }
             }
         }

@@ -21,6 +21,11 @@
  * frames included).
  * Exit status: 0, 1 when a model call returned non-zero, 3 for a bad command line, 4 for a file error.
  *
+ * Profiling (built with -DTTE_PROFILE, as bench/profile.py does): the generated model calls tte_profile_begin/
+ * _end around every node (ids: the model's profile.json); the harness adds each node's SysTick ticks and calls
+ * and, after the command, writes them to the file tte_profile.bin: TTE_PROFILE_NODES pairs of little-endian
+ * uint32 (ticks, calls). The hooks' own cost (about 30 instructions a node) falls partly inside the counts.
+ *
  * Memory: samples are read straight into the model's input buffers (<name>_input_buffer(i), in its arena), so
  * the harness keeps no copy of an input. Its own SRAM is one call's outputs (TTE_OUT_BYTES) and, in training
  * firmware built with TTE_PARAMS_DUMP, a buffer of the parameters' size for the final dump.
@@ -59,6 +64,40 @@ static void stats_add(stats_t *s, uint64_t dt, uint32_t stack)
     s->stack_peak = stack > s->stack_peak ? stack : s->stack_peak;
     s->calls += 1u;
 }
+
+#if defined(TTE_PROFILE)
+static uint32_t g_profile[TTE_PROFILE_NODES][2]; /* per node: ticks, calls */
+static uint64_t g_profile_t0;
+
+void tte_profile_begin(uint32_t node);
+void tte_profile_end(uint32_t node);
+
+void tte_profile_begin(uint32_t node)
+{
+    (void)node;
+    g_profile_t0 = tte_ticks();
+}
+
+void tte_profile_end(uint32_t node)
+{
+    const uint64_t t1 = tte_ticks();
+    if (node < TTE_PROFILE_NODES) {
+        g_profile[node][0] += (uint32_t)(t1 - g_profile_t0);
+        g_profile[node][1] += 1u;
+    }
+}
+
+/* Writes the per-node counts to tte_profile.bin; 0, or a file error status. */
+static int write_profile(void)
+{
+    int handle = tte_sh_open("tte_profile.bin", TTE_SH_MODE_WB);
+    if (handle < 0 || tte_sh_write(handle, g_profile, sizeof g_profile) != 0) {
+        return EXIT_FILE;
+    }
+    tte_sh_close(handle);
+    return EXIT_OK;
+}
+#endif
 
 static void print_field(const char *name, uint64_t value)
 {
@@ -391,17 +430,8 @@ static int split(char *line, char **words, int max_words)
     return n;
 }
 
-int main(void)
+static int run_command(int n, char **words)
 {
-    static char line[512];
-    char *words[10];
-    if (tte_sh_cmdline(line, sizeof line) < 0) {
-        return EXIT_USAGE;
-    }
-    int n = split(line, words, 10);
-    for (int i = 0; i < TTE_NUM_INPUTS; ++i) {
-        g_in[i] = TTE_INPUT_BUFFER(i);
-    }
     if (n == 4 && strcmp(words[1], "infer") == 0) {
         return infer_files(words[2], words[3]);
     }
@@ -414,4 +444,24 @@ int main(void)
     tte_sh_write0("usage: firmware infer SAMPLES OUTPUTS (this model has no train step)\n");
 #endif
     return EXIT_USAGE;
+}
+
+int main(void)
+{
+    static char line[512];
+    char *words[10];
+    if (tte_sh_cmdline(line, sizeof line) < 0) {
+        return EXIT_USAGE;
+    }
+    int n = split(line, words, 10);
+    for (int i = 0; i < TTE_NUM_INPUTS; ++i) {
+        g_in[i] = TTE_INPUT_BUFFER(i);
+    }
+    int rc = run_command(n, words);
+#if defined(TTE_PROFILE)
+    if (rc != EXIT_USAGE && write_profile() != EXIT_OK) {
+        rc = file_error("cannot write tte_profile.bin");
+    }
+#endif
+    return rc;
 }

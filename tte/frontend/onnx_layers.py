@@ -171,11 +171,21 @@ def emit_fc(ctx: Ctx, node: onnx.NodeProto, x: str, w: QConst, bias: str | None,
 
 
 def emit_add(ctx: Ctx, node: onnx.NodeProto, a: str, b: str, out: Out) -> None:
-    if ctx.shape(a) != ctx.shape(b):
-        raise unsupported(node, f"broadcasting add of shapes {list(ctx.shape(a))} and {list(ctx.shape(b))}",
-                          "tte adds tensors of equal shape")
-    y = ctx.new_act(out.name, ctx.shape(a), out.quant)
-    ctx.emit("add", node_name(node), [a, b], [y], act=out.act)
+    """add of equal shapes; add_broadcast (numpy rules, operands of equal rank up to 4-D) otherwise."""
+    sa, sb = ctx.shape(a), ctx.shape(b)
+    if sa == sb:
+        y = ctx.new_act(out.name, sa, out.quant)
+        ctx.emit("add", node_name(node), [a, b], [y], act=out.act)
+        return
+    try:
+        shape = tuple(int(d) for d in np.broadcast_shapes(sa, sb))
+    except ValueError:
+        raise malformed(node, f"shapes {list(sa)} and {list(sb)} do not broadcast") from None
+    if len(sa) != len(sb) or len(sa) > 4:
+        raise unsupported(node, f"broadcasting add of shapes {list(sa)} and {list(sb)}",
+                          "tte broadcasts operands of equal rank (up to 4-D), e.g. [1, C, H, W] + [1, C, 1, 1]")
+    y = ctx.new_act(out.name, shape, out.quant)
+    ctx.emit("add_broadcast", node_name(node), [a, b], [y], act=out.act)
 
 
 def emit_avg_pool(ctx: Ctx, node: onnx.NodeProto, x: str, out: Out) -> None:

@@ -1,13 +1,15 @@
 """More ONNX ops: MaxPool, Concat / QLinearConcat, Split, Slice, Mul / Sub of two tensors (broadcasting, e.g.
-squeeze-and-excitation), BatchNormalization on a quantized tensor, and derivative tables for the activation
-tables (`lut` nodes) the QDQ folding emits.
+squeeze-and-excitation), BatchNormalization on a quantized tensor, Add / Sub / Mul (QLinearAdd / QLinearMul) of
+a per-channel constant, and derivative tables for the activation tables (`lut` nodes) the QDQ folding emits.
+(Add of two tensors of different shapes is `add_broadcast`, in onnx_layers.emit_add.)
 
 MaxPool, Split and Slice move int8 values without arithmetic, like the ops of `onnx_shapes`: their outputs keep
 the input quantization and the QuantizeLinear after them aliases or requantizes (MaxPool commutes with any
 monotonic requantization, so this is exact). A BatchNormalization left in a QDQ graph is a per-channel affine
 map y = a[c] * x + b[c] of a quantized tensor; it becomes a depthwise 1x1 convolution whose int8 weights are
 +-127 with scale |a[c]| / 127, so the real weights equal a[c] exactly and only the int32 bias and the output
-requantization round.
+requantization round. An Add / Sub / Mul of a per-channel constant ([C, 1, 1]: an unfolded scale or shift) is
+the same affine map.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from tte.errors import UnsupportedError
 from tte.frontend import onnx_qdq, onnx_qop
 from tte.frontend.onnx_common import (
     Ctx,
@@ -200,7 +203,7 @@ def _independent(ctx: Ctx, node: onnx.NodeProto, a: str, b: str) -> bool:
 
 def mul_sub(ctx: Ctx, node: onnx.NodeProto) -> None:
     if node.op_type not in ("Mul", "Sub") or not _independent(ctx, node, node.input[0], node.input[1]):
-        onnx_qdq.binary(ctx, node)
+        binary_const(ctx, node)
         return
     a, b = ctx.act(node, node.input[0]), ctx.act(node, node.input[1])
     out, _ = onnx_qdq.quantized_output(ctx, node)
@@ -209,6 +212,8 @@ def mul_sub(ctx: Ctx, node: onnx.NodeProto) -> None:
 
 
 def qlinear_mul(ctx: Ctx, node: onnx.NodeProto) -> None:
+    if qlinear_const(ctx, node):
+        return
     a, b = onnx_qop.int8_input(ctx, node, 0), onnx_qop.int8_input(ctx, node, 3)
     if function_of(ctx, a)[0] == function_of(ctx, b)[0]:
         onnx_qop.qlinear_mul(ctx, node)
@@ -236,21 +241,101 @@ def batch_norm(ctx: Ctx, node: onnx.NodeProto) -> None:
     if not all(p.size == c for p in (gamma, beta, mean, var)) or np.any(var + eps <= 0):
         raise malformed(node, f"parameters do not describe {c} channels with positive variance")
     a = gamma / np.sqrt(var + eps)
-    b = beta - a * mean
+    _emit_channel_affine(ctx, node, node.input[0], x, a, beta - a * mean)
+
+
+def _emit_channel_affine(ctx: Ctx, node: onnx.NodeProto, x_name: str, x: str, a: np.ndarray, b: np.ndarray,
+                         out: Out | None = None) -> None:
+    """y = a[c] * x + b[c] (x: the ONNX input x_name, IR tensor x) -> an exact-weight depthwise 1x1 conv; `out`:
+    the int8 output of a QOperator node (None: the QuantizeLinear that follows, QDQ)."""
+    c = a.size
     s_w = np.maximum(np.abs(a), 1e-30) / 127.0
     w = QConst(np.where(a < 0, -127, 127).astype(np.int8).reshape(c, 1, 1, 1), s_w.astype(np.float32),
                np.zeros(c, np.int64), 0)
     bias = f"{node_name(node)}:folded_bias"
     ctx.consts[bias] = b.astype(np.float32)  # bias_values quantizes a float bias with scale s_x * s_w
-    conv_like = onnx.helper.make_node("Conv", [node.input[0], "", bias], list(node.output[:1]), name=node.name,
+    conv_like = onnx.helper.make_node("Conv", [x_name, "", bias], list(node.output[:1]), name=node.name,
                                       kernel_shape=[1, 1], group=c)
-    out, _ = onnx_qdq.quantized_output(ctx, conv_like)
+    try:
+        if out is None:
+            out, _ = onnx_qdq.quantized_output(ctx, conv_like)
+    except UnsupportedError as e:
+        if node.op_type != "BatchNormalization":
+            raise unsupported(node, str(e).split("): ", 1)[-1]) from None
+        # onnxruntime's QOperator quantizer leaves a BatchNormalization at the graph's end in float
+        reason = str(e).split("): ", 1)[-1].split("; ")[0]
+        raise unsupported(node, f"its result is not quantized again ({reason})",
+                          "fold it into the conv before quantizing (onnxruntime.quantization's quant_pre_process "
+                          "does), or quantize in QDQ format") from None
     ctx.acts[out.name] = out.name
     emit_conv(ctx, conv_like, x, w, bias, out)
+
+
+# --- Add / Sub / Mul of a per-channel constant ------------------------------------------------------------------
+
+
+def _per_channel(v: np.ndarray | None, x_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The C float values of constant v when it broadcasts along the channels of an NCHW tensor only
+    ([C, 1, 1] or [1, C, 1, 1] with C > 1); None for any other constant (scalars become tables)."""
+    if v is None or len(x_shape) != 4 or np.ndim(v) > 4 or x_shape[1] == 1:
+        return None
+    shape = (1,) * (4 - np.ndim(v)) + tuple(np.shape(v))
+    if shape != (1, x_shape[1], 1, 1):
+        return None
+    return np.asarray(v, np.float64).reshape(-1)
+
+
+def binary_const(ctx: Ctx, node: onnx.NodeProto) -> None:
+    """Add / Sub / Mul of a quantized tensor and a per-channel constant (an unfolded scale or shift) -> a channel
+    affine map (a depthwise 1x1 convolution, as BatchNormalization); anything else -> onnx_qdq.binary."""
+    first, second = node.input[0], node.input[1]
+    c_first = ctx.is_const(first)
+    if node.op_type not in ("Add", "Sub", "Mul") or c_first == ctx.is_const(second):
+        onnx_qdq.binary(ctx, node)
+        return
+    c_name, x_name = (first, second) if c_first else (second, first)
+    x = ctx.act(node, x_name)
+    v = _per_channel(ctx.qconsts[c_name].real() if c_name in ctx.qconsts else ctx.consts.get(c_name), ctx.shape(x))
+    if v is None:
+        onnx_qdq.binary(ctx, node)
+        return
+    _emit_channel_affine(ctx, node, x_name, x, *_affine(node.op_type, v, c_first))
+
+
+def _affine(op: str, v: np.ndarray, const_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of y = a * x + b for `x op v` (`v op x` when const_first)."""
+    one = np.ones_like(v)
+    return {"Add": (one, v), "Mul": (v, 0 * v), "Sub": (-one, v) if const_first else (one, -v)}[op]
+
+
+def qlinear_const(ctx: Ctx, node: onnx.NodeProto) -> bool:
+    """QLinearAdd / QLinearMul of an int8 tensor and a per-channel int8 constant -> a channel affine map; False
+    (nothing emitted) for any other operands."""
+    first, second = node.input[0], node.input[3]
+    if ctx.is_const(first) == ctx.is_const(second):
+        return False
+    c_first = ctx.is_const(first)
+    i_c, i_x = (0, 3) if c_first else (3, 0)
+    q = ctx.qparams(node, node.input[i_c + 1], opt_input(node, i_c + 2), "constant")
+    raw = ctx.consts.get(node.input[i_c])
+    v = None if raw is None else (np.asarray(raw, np.int64) - q.zp).astype(np.float32) * np.float32(q.s)
+    v = _per_channel(v, ctx.shape(ctx.act(node, node.input[i_x])))
+    if v is None:
+        return False
+    x = onnx_qop.int8_input(ctx, node, i_x)
+    a, b = _affine(node.op_type.removeprefix("QLinear"), v, c_first)
+    _emit_channel_affine(ctx, node, node.input[i_x], x, a, b, out=onnx_qop.int8_output(ctx, node, 6))
+    return True
+
+
+def qlinear_add(ctx: Ctx, node: onnx.NodeProto) -> None:
+    if not qlinear_const(ctx, node):
+        onnx_qop.qlinear_add(ctx, node)
 
 
 HANDLERS: dict[str, Handler] = with_derivatives({
     **onnx_qdq.HANDLERS, **onnx_qop.HANDLERS,
     "MaxPool": max_pool, "Concat": concat, "QLinearConcat": qlinear_concat, "Split": split, "Slice": slice_,
     "Mul": mul_sub, "Sub": mul_sub, "QLinearMul": qlinear_mul, "BatchNormalization": batch_norm,
+    "Add": binary_const, "QLinearAdd": qlinear_add,
 })

@@ -15,6 +15,7 @@ import numpy as np
 from tte.errors import UnsupportedError
 from tte.frontend.tflite_model import Op, Subgraph
 from tte.frontend.tflite_ops import _act, _bad, _n_inputs, _options, _window
+from tte.frontend.tflite_ops import add as add_same_shape
 from tte.frontend.tflite_schema import fb
 from tte.ir import Node, Tensor
 
@@ -54,6 +55,15 @@ def _binary(ir_op: str, options_cls: type) -> Callable[[Subgraph, Op], list[Node
         return [Node(ir_op, op.name, (a.name, b.name), (y.name,), {"act": _act(op, opts.fusedActivationFunction, y)})]
 
     return convert
+
+
+def add(sg: Subgraph, op: Op) -> list[Node]:
+    """ADD: `add` for equal shapes (tflite_ops.add), `add_broadcast` when the shapes differ."""
+    _n_inputs(op, 2)
+    a, b = (sg.activation(i, op.name, op.kind) for i in op.inputs)
+    if a.shape == b.shape:
+        return add_same_shape(sg, op)
+    return _binary("add_broadcast", fb.AddOptionsT)(sg, op)
 
 
 def concatenation(sg: Subgraph, op: Op) -> list[Node]:
@@ -196,6 +206,7 @@ def _relu(kind: str) -> Callable[[Subgraph, Op], list[Node]]:
 
 
 EXTRA_CONVERTERS: dict[str, Callable[[Subgraph, Op], list[Node]]] = {
+    "ADD": add,
     "MAX_POOL_2D": max_pool,
     "MUL": _binary("mul", fb.MulOptionsT),
     "SUB": _binary("sub", fb.SubOptionsT),

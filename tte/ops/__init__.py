@@ -24,6 +24,7 @@ scale s_in * s_w[c]; every `act` attribute is the integer clamp `(act_min, act_m
 | max_pool2d         | x               | kernel, stride, pad, act (s_in == s_out, zp_in == zp_out)        |
 | mul                | a, b (broadcast) | act                                                             |
 | sub                | a, b (broadcast) | act                                                             |
+| add_broadcast      | a, b (broadcast, shapes differ) | act                                              |
 | concat             | x0, x1, ...     | axis (inputs share the output quantization)                      |
 | slice              | x               | begin, size, strides (per axis)                                  |
 """

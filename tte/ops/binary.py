@@ -1,9 +1,11 @@
-"""mul and sub: TFLite Micro's int8 MUL and SUB, with broadcasting (numpy rules, rank <= 4).
+"""mul, sub and add_broadcast: TFLite Micro's int8 MUL, SUB and ADD, with broadcasting (numpy rules, rank <= 4).
 
 - MUL: y = clamp(MBQM((a - zp_a) * (b - zp_b), M, S) + zp_y), M, S = QuantizeMultiplier(s_a * s_b / s_y) in
   double. Squeeze-and-excitation multiplies a [1, H, W, C] map by a [1, 1, 1, C] gate.
 - SUB: ADD's arithmetic with the second term subtracted: both inputs rescaled to 2 * max(s_a, s_b) with 20 bits
   of headroom, y = clamp(MBQM(MBQM(a', M1, S1) - MBQM(b', M2, S2), Mo, So) + zp_y).
+- ADD_BROADCAST: the same with the terms added (TFLite's ADD when the shapes differ: a per-channel offset, a
+  [1, 1, 1, C] branch added to a map). Equal shapes stay `add` (tte/ops/add.py, which has faster kernels).
 """
 
 from __future__ import annotations
@@ -32,12 +34,29 @@ def mul_pre_clamp(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> np.
     return np.broadcast_to(mbqm(prod, m, s) + qy.zp, graph[node.outputs[0]].shape)
 
 
-def sub_pre_clamp(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> np.ndarray:
+def _rescaled_terms(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """ADD / SUB's inputs rescaled to the common scale 2 * max(s_a, s_b), with LEFT_SHIFT bits of headroom."""
     qa, qb, qy = (graph[t].quant for t in (*node.inputs[:2], node.outputs[0]))
-    (m1, s1), (m2, s2), (mo, so) = add_params(qa.s, qb.s, qy.s)
+    (m1, s1), (m2, s2), _ = add_params(qa.s, qb.s, qy.s)
     a = mbqm((inputs[0].astype(np.int64) - qa.zp) << LEFT_SHIFT, m1, s1)
     b = mbqm((inputs[1].astype(np.int64) - qb.zp) << LEFT_SHIFT, m2, s2)
-    return np.broadcast_to(mbqm(a - b, mo, so) + qy.zp, graph[node.outputs[0]].shape)
+    return a, b
+
+
+def _rescaled_output(node: Node, graph: Graph, total: np.ndarray) -> np.ndarray:
+    qa, qb, qy = (graph[t].quant for t in (*node.inputs[:2], node.outputs[0]))
+    mo, so = add_params(qa.s, qb.s, qy.s)[2]
+    return np.broadcast_to(mbqm(total, mo, so) + qy.zp, graph[node.outputs[0]].shape)
+
+
+def sub_pre_clamp(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> np.ndarray:
+    a, b = _rescaled_terms(node, graph, inputs)
+    return _rescaled_output(node, graph, a - b)
+
+
+def add_broadcast_pre_clamp(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> np.ndarray:
+    a, b = _rescaled_terms(node, graph, inputs)
+    return _rescaled_output(node, graph, a + b)
 
 
 def _clamped(pre_clamp):
@@ -75,5 +94,15 @@ def sub_cases() -> list[Graph]:
     ]
 
 
+def add_broadcast_cases() -> list[Graph]:
+    return [
+        _case("add_broadcast", "add_bcast_channel", (1, 4, 5, 6), (1, 1, 1, 6), (0.05, 0.02, 0.06), "none", 8),
+        _case("add_broadcast", "add_bcast_left_relu", (1, 1, 1, 8), (1, 3, 3, 8), (0.1, 0.03, 0.08), "relu", 9),
+        _case("add_broadcast", "add_bcast_scalar", (1, 3, 4, 5), (1, 1, 1, 1), (0.04, 0.05, 0.05), "relu6", 10),
+        _case("add_broadcast", "add_bcast_row", (1, 2, 7), (1, 1, 7), (0.03, 0.03, 0.05), "none", 11),
+    ]
+
+
 register(OpDef("mul", _clamped(mul_pre_clamp), lambda n, g: g[n.outputs[0]].size, mul_cases))
 register(OpDef("sub", _clamped(sub_pre_clamp), cases=sub_cases))
+register(OpDef("add_broadcast", _clamped(add_broadcast_pre_clamp), cases=add_broadcast_cases))

@@ -7,7 +7,10 @@ collide with an already placed buffer whose lifetime overlaps its own (first fit
 
 `graph_buffers` turns an inference graph into such intervals (steps = node indices). Graph inputs and outputs
 live in the caller's buffers, not in the arena; outputs of `inplace_alias` ops (reshape) share their input's
-bytes. Training adds saved activations, masks and gradients as more intervals with the same `plan` function.
+bytes. A depthwise convolution whose input dies there may write its output over it (tte/passes/inplace.py):
+input and output are then `tied` to one offset, and the in-place kernel's scratch plane is one more buffer,
+live at that node. Training adds saved activations, masks and gradients as more intervals with the same `plan`
+function.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 from tte import ops
 from tte.ir import Graph
+from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tie_spans
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class MemoryPlan:
     aliases: dict[str, str] = field(default_factory=dict)
     step_names: tuple[str, ...] = ()
     kinds: dict[str, str] = field(default_factory=dict)  # buffer -> what it holds (train steps: mask, ...)
+    tied: tuple[tuple[str, str], ...] = ()  # buffer pairs at one offset: an in-place kernel's input and output
 
     def offset(self, name: str) -> int:
         """The arena offset of a buffer or of a tensor aliased to one."""
@@ -93,11 +98,13 @@ def _align(n: int, alignment: int) -> int:
 
 def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[str] = (),
          aliases: dict[str, str] | None = None, fixed: Mapping[str, int] | None = None,
-         kinds: Mapping[str, str] | None = None) -> MemoryPlan:
+         kinds: Mapping[str, str] | None = None, tied: Iterable[tuple[str, str]] = ()) -> MemoryPlan:
     """Greedy placement (TFLite Micro's GreedyMemoryPlanner): largest first, first fit among overlapping buffers.
 
     Ties are broken by first use, then name, so the same intervals always give the same plan. Buffers named in
-    `fixed` are placed first, at the given (aligned) offsets: a graph input that two entry points share.
+    `fixed` are placed first, at the given (aligned) offsets: a graph input that two entry points share. Each
+    pair in `tied` must get one offset (an in-place kernel's input and output, disjoint in time): tied buffers
+    are placed together, at the lowest offset where each of them fits, in the order of their largest member.
     """
     if alignment <= 0 or alignment & (alignment - 1):
         raise ValueError(f"alignment {alignment} is not a power of two")
@@ -107,22 +114,55 @@ def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[st
     fixed = dict(fixed or {})
     if any(o % alignment for o in fixed.values()) or not set(fixed) <= {b.name for b in buffers}:
         raise ValueError(f"fixed offsets {fixed} must be aligned and name planned buffers")
+    tied = tuple(tied)
     placed = sorted(((fixed[b.name], b) for b in buffers if b.name in fixed), key=lambda p: (p[0], p[1].name))
     offsets = {b.name: o for o, b in placed}  # (offset, buffer) pairs above are kept sorted by offset
-    for buf in sorted((b for b in buffers if b.name not in fixed), key=lambda b: (-b.size, b.first, b.name)):
-        offset = _first_fit(buf, placed, alignment)
-        offsets[buf.name] = offset
-        placed.append((offset, buf))
+    for group in _groups([b for b in buffers if b.name not in fixed], tied):
+        offset = _group_fit(group, placed, alignment)
+        for buf in group:
+            offsets[buf.name] = offset
+            placed.append((offset, buf))
         placed.sort(key=lambda p: (p[0], p[1].name))
     arena = max((_align(o + b.size, alignment) for o, b in placed), default=0)
-    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names), dict(kinds or {}))
+    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names), dict(kinds or {}),
+                      tied)
 
 
-def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], alignment: int) -> int:
-    """The lowest aligned offset where `buf` fits between the placed buffers whose lifetimes overlap it."""
-    candidate = 0
+def _groups(buffers: list[Buffer], tied: tuple[tuple[str, str], ...]) -> list[list[Buffer]]:
+    """The buffers in placement units (tied ones together), largest unit first."""
+    parent = {b.name: b.name for b in buffers}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for a, b in tied:
+        if a not in parent or b not in parent:
+            raise ValueError(f"tied buffers {a}, {b} must be planned and not fixed")
+        parent[find(b)] = find(a)
+    units: dict[str, list[Buffer]] = {}
+    for b in buffers:
+        units.setdefault(find(b.name), []).append(b)
+    return sorted(units.values(), key=lambda g: (-max(b.size for b in g), min(b.first for b in g),
+                                                 min(b.name for b in g)))
+
+
+def _group_fit(group: list[Buffer], placed: list[tuple[int, Buffer]], alignment: int) -> int:
+    """The lowest aligned offset where every buffer of the group fits (first fit of each, until they agree)."""
+    offset = 0
+    while True:
+        fits = [_first_fit(buf, placed, alignment, offset) for buf in group]
+        if all(f == offset for f in fits):
+            return offset
+        offset = max(fits)
+
+
+def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], alignment: int, start: int = 0) -> int:
+    """The lowest aligned offset >= `start` where `buf` fits between the placed buffers whose lifetimes overlap."""
+    candidate = start
     for offset, other in placed:
-        if not buf.overlaps(other) or other.size == 0:
+        if not buf.overlaps(other) or other.size == 0 or offset + other.size <= candidate:
             continue
         if offset >= candidate + buf.size:
             break  # the gap before `other` is large enough
@@ -149,16 +189,23 @@ def alias_roots(graph: Graph, copies: Iterable[str] = ()) -> dict[str, str]:
     return roots
 
 
-def graph_buffers(graph: Graph, external: Iterable[str] = (),
-                  copies: Iterable[str] = ()) -> tuple[list[Buffer], dict[str, str]]:
-    """The arena buffers of an inference graph and the aliases (tensor -> buffer) among them.
+def graph_buffers(graph: Graph, external: Iterable[str] = (), copies: Iterable[str] = (), inplace: bool = True
+                  ) -> tuple[list[Buffer], dict[str, str], list[tuple[str, str]]]:
+    """The arena buffers of an inference graph, the aliases (tensor -> buffer) among them and the tied pairs.
 
     A tensor is live from the node that makes it to the last node that reads it (a graph output: to the end).
     Constants and the `external` tensors (living in the caller's memory, with every tensor aliased to them)
-    get no buffer. An aliased tensor extends the lifetime of its root's buffer.
+    get no buffer. An aliased tensor extends the lifetime of its root's buffer. With `inplace`, every depthwise
+    convolution whose input dies there writes over it: input and output are tied to one offset and the
+    kernel's scratch plane is a buffer too (tte/passes/inplace.py).
     """
-    roots = alias_roots(graph, copies)
-    external = set(external)
+    found = inplace_roots(graph, alias_roots(graph, copies), set(external), inplace)
+    return _graph_buffers(graph, set(external), found)
+
+
+def _graph_buffers(graph: Graph, external: set[str], found: InPlace
+                   ) -> tuple[list[Buffer], dict[str, str], list[tuple[str, str]]]:
+    roots = found.roots
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     end = max(len(graph.nodes) - 1, 0)
@@ -175,21 +222,27 @@ def graph_buffers(graph: Graph, external: Iterable[str] = (),
                 last[root] = max(last.get(root, step), step)
     for io in graph.outputs:
         last[roots.get(io.tensor, io.tensor)] = end
-    buffers = [
-        Buffer(root, graph[root].nbytes, first[root], last[root])
-        for root in first
-        if root not in external and not graph[root].is_const
-    ]
+    spans = {r: (first[r], last[r]) for r in first if r not in external and not graph[r].is_const}
+    tie_spans(spans, {r: graph[r].nbytes for r in spans}, found.ties)
+    buffers = [Buffer(r, graph[r].nbytes, a, b) for r, (a, b) in spans.items()]
+    buffers += [Buffer(s.name, s.size, s.step, s.step) for s in found.scratch]
     aliases = {t: r for t, r in roots.items() if r not in external}
-    return buffers, aliases
+    return buffers, aliases, [(x, y) for x, y, _ in found.ties]
 
 
 def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
-               copies: Iterable[str] = (), fixed: Mapping[str, int] | None = None) -> MemoryPlan:
-    """Plan the arena of an inference graph (see `graph_buffers`); `fixed` pins buffers to offsets."""
-    buffers, aliases = graph_buffers(graph, external, copies)
+               copies: Iterable[str] = (), fixed: Mapping[str, int] | None = None,
+               inplace: bool = True, target: int = 0) -> MemoryPlan:
+    """Plan the arena of an inference graph (see `graph_buffers`); `fixed` pins buffers to offsets. Depthwise
+    nodes run in place only where that keeps the arena (or `target`, an arena paid anyway) down."""
+    external = set(external)
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
-    return plan(buffers, alignment, names, aliases, fixed)
+
+    def make(found: InPlace) -> MemoryPlan:
+        buffers, aliases, tied = _graph_buffers(graph, external, found)
+        return plan(buffers, alignment, names, aliases, fixed, tied=tied)
+
+    return fewest_ties(inplace_roots(graph, alias_roots(graph, copies), external, inplace), make, target)
 
 
 # --- text -----------------------------------------------------------------------------------------------------
@@ -213,6 +266,8 @@ def _plan_text(p: MemoryPlan, width: int) -> str:
         lines.append(f"{p.offsets[b.name]:>8} {b.size:>8} {b.first:>5} {b.last:>5}  {kind}{b.name}")
     for tensor, root in sorted(p.aliases.items()):
         lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{tensor} -> shares {root}")
+    for x, y in p.tied:
+        lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{y} -> computed in place over {x}")
     if steps:
         lines += ["", _timeline(p, order, steps, width)]
     return "\n".join(lines) + "\n"

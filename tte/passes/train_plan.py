@@ -7,9 +7,10 @@ same greedy planner as for inference places them all in one arena. What differs 
 - the label, learning rate and loss are the train step's own variables, and the trainable parameters (with
   every new value an update writes in place) live in static SRAM arrays: `external` names them, they get no
   arena bytes;
-- reshapes share their input's bytes, and an element-wise gradient op whose input dies at that node works in
+- reshapes share their input's bytes, an element-wise gradient op whose input dies at that node works in
   place (`apply_mask`, `grad_add`: their kernels allow out == in), so a layer's masked gradient costs no second
-  buffer;
+  buffer, and a depthwise convolution (forward with mask, or input gradient) whose input dies there writes its
+  output over it, with a scratch plane of kind "scratch" (tte/passes/inplace.py);
 - each buffer has a kind (`KINDS`) that plan.txt and report.json show.
 """
 
@@ -18,37 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from tte.ir import Graph
+from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tie_spans
 from tte.passes.memory_plan import Buffer, MemoryPlan, alias_roots, plan
 
-# op -> the inputs its output may overwrite (the kernel documents out == in as allowed)
-INPLACE_INPUTS = {"apply_mask": (0,), "grad_add": (0, 1)}
-KINDS = ("input", "activation", "saved", "mask", "gradient")
+KINDS = ("input", "activation", "saved", "mask", "gradient", "scratch")
 
 
-def train_aliases(graph: Graph, external: Iterable[str] = ()) -> dict[str, str]:
-    """Tensor -> the tensor whose bytes it shares: reshape chains, and in-place gradient ops (see module doc)."""
-    external = set(external)
-    roots = alias_roots(graph)
-    last: dict[str, int] = {}
-    for step, node in enumerate(graph.nodes):
-        for t in node.inputs:
-            if t:
-                last[roots.get(t, t)] = step
-    for step, node in enumerate(graph.nodes):
-        out = node.outputs[0] if node.outputs else ""
-        for i in INPLACE_INPUTS.get(node.op, ()):
-            src = node.inputs[i]
-            root = roots.get(src, src)
-            if (root in external or out in external or graph[root].is_const or last.get(root) != step
-                    or graph[src].nbytes != graph[out].nbytes):
-                continue
-            for t, r in list(roots.items()):  # later reshapes of `out` follow it
-                if r == out:
-                    roots[t] = root
-            roots[out] = root
-            last[root] = max(step, last.get(out, step))
-            break
-    return roots
+def train_aliases(graph: Graph, external: Iterable[str] = (), inplace: bool = True) -> InPlace:
+    """The aliases (tensor -> the tensor whose bytes it shares: reshape chains, in-place gradient ops) and, with
+    `inplace`, the in-place depthwise layers' ties and scratch buffers (see the module doc)."""
+    return inplace_roots(graph, alias_roots(graph), external, inplace)
 
 
 def _intervals(graph: Graph, roots: Mapping[str, str], external: set[str]) -> dict[str, tuple[int, int]]:
@@ -76,15 +56,23 @@ def buffer_kind(graph: Graph, root: str, span: tuple[int, int], num_forward: int
 
 
 def plan_train_step(graph: Graph, num_forward: int, masks: Iterable[str], external: Iterable[str],
-                    alignment: int = 16, fixed: Mapping[str, int] | None = None) -> MemoryPlan:
+                    alignment: int = 16, fixed: Mapping[str, int] | None = None,
+                    inplace: bool = True) -> MemoryPlan:
     """The arena plan of a train step graph; `masks`: the mask tensors, `external`: tensors with no arena bytes
-    (label, learning rate, loss, trainable parameters and their new values); `fixed`: pinned offsets."""
+    (label, learning rate, loss, trainable parameters and their new values); `fixed`: pinned offsets;
+    `inplace`: depthwise layers may write over their dying input (only where that keeps the arena down)."""
     external = set(external)
-    roots = train_aliases(graph, external)
-    spans = _intervals(graph, roots, external)
     masks = set(masks)
-    buffers = [Buffer(r, graph[r].nbytes, a, b) for r, (a, b) in spans.items()]
-    kinds = {r: buffer_kind(graph, r, span, num_forward, masks) for r, span in spans.items()}
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
-    aliases = {t: r for t, r in roots.items() if r in spans}
-    return plan(buffers, alignment, names, aliases, fixed, kinds)
+
+    def make(found: InPlace) -> MemoryPlan:
+        spans = _intervals(graph, found.roots, external)
+        kinds = {r: buffer_kind(graph, r, span, num_forward, masks) for r, span in spans.items()}
+        tie_spans(spans, {r: graph[r].nbytes for r in spans}, found.ties)
+        buffers = [Buffer(r, graph[r].nbytes, a, b) for r, (a, b) in spans.items()]
+        buffers += [Buffer(s.name, s.size, s.step, s.step) for s in found.scratch]
+        kinds.update((s.name, "scratch") for s in found.scratch)
+        aliases = {t: r for t, r in found.roots.items() if r in spans}
+        return plan(buffers, alignment, names, aliases, fixed, kinds, [(x, y) for x, y, _ in found.ties])
+
+    return fewest_ties(train_aliases(graph, external, inplace), make)

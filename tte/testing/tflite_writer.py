@@ -373,6 +373,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Node], None]] = {
     "depthwise_conv2d": _conv,
     "fully_connected": _fully_connected,
     "add": _add,
+    "add_broadcast": _add,
     "avg_pool2d": _avg_pool,
     "mean": _mean,
     "pad": _pad,

@@ -1,4 +1,5 @@
-"""Gradient rules, forward savers and backward ops for max_pool2d, lut (activations), mul, sub, concat, slice.
+"""Gradient rules, forward savers and backward ops for max_pool2d, lut (activations), mul, sub, add_broadcast,
+concat, slice.
 
 What each saves in the forward pass (the pruned backward's needs only):
 - max_pool2d -> `max_pool2d_mask`: the arg-max code of every output, `index_bits` (1, 2, 4 or 8) bits each:
@@ -23,7 +24,7 @@ import numpy as np
 from tte.errors import TteError
 from tte.ir import Graph, Node
 from tte.ops import OpDef, register
-from tte.ops.binary import mul_pre_clamp, sub_pre_clamp
+from tte.ops.binary import add_broadcast_pre_clamp, mul_pre_clamp, sub_pre_clamp
 from tte.ops.concat_slice import slice_index, slice_reference
 from tte.ops.max_pool import max_pool_reference, windows
 from tte.train.autodiff import FORWARD_SAVES, grad_rule
@@ -252,15 +253,26 @@ def _mul_rule(b, node: Node, dy: str) -> None:
 
 @grad_rule("sub")
 def _sub_rule(b, node: Node, dy: str) -> None:
+    _add_sub_rule(b, node, dy, (1.0, -1.0))
+
+
+@grad_rule("add_broadcast")
+def _add_broadcast_rule(b, node: Node, dy: str) -> None:
+    _add_sub_rule(b, node, dy, (1.0, 1.0))
+
+
+def _add_sub_rule(b, node: Node, dy: str, scales: tuple[float, float]) -> None:
+    """d(operand) = scale * dacc, summed over the axes the operand was broadcast along."""
     dacc = b.masked(node, dy)
-    for x, scale in zip(node.inputs[:2], (1.0, -1.0), strict=True):
+    for x, scale in zip(node.inputs[:2], scales, strict=True):
         if not b.depends.get(x):
             continue
         if scale == 1.0 and b.tensors[x].shape == b.tensors[dacc].shape:
             b.contribute(x, dacc)
             continue
         dx = b.grad_tensor(x)
-        b.emit(Node("reduce_grad", f"{node.name}/grad_{'a' if scale > 0 else 'b'}", (dacc,), (dx,), {"scale": scale}))
+        which = "a" if x == node.inputs[0] else "b"
+        b.emit(Node("reduce_grad", f"{node.name}/grad_{which}", (dacc,), (dx,), {"scale": scale}))
         b.contribute(x, dx)
 
 
@@ -312,7 +324,8 @@ def _masked_forward(op: str):
 def _register() -> None:
     PRE_CLAMP["mul"] = mul_pre_clamp
     PRE_CLAMP["sub"] = sub_pre_clamp
-    for op in ("mul", "sub"):
+    PRE_CLAMP["add_broadcast"] = add_broadcast_pre_clamp
+    for op in ("mul", "sub", "add_broadcast"):
         register(OpDef(mask_op(op), _masked_forward(op)))
     register(OpDef("max_pool2d_mask", max_pool_mask_reference))
     register(OpDef("max_pool2d_grad", max_pool_grad_reference))

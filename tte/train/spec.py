@@ -8,7 +8,8 @@
   expand and depthwise convs, weights and bias of the projection conv;
 - `sparse:FILE[#ENTRY]`: a JSON or YAML scheme `{"bias": [node, ...], "weights": {node: ratio | [channels]},
   "classifier": "full"}`; files with several schemes (like shared/models/paper_schemes.json) select one with
-  `#model/scheme`.
+  `#model/scheme`;
+- `auto`: chosen under a memory budget by `tte.auto` (tte compile resolves it into a scheme before parsing).
 
 A weight is trained on a subset of its input channels (depthwise: of its channels). A ratio selects the
 channels of largest magnitude (sum of |w_real| over the other axes, ties to the lower index); a list names them.
@@ -187,9 +188,13 @@ def parse_update(text: str | UpdateSpec, graph: Graph) -> UpdateSpec:
     elif t.startswith("sparse:"):
         scheme, where = load_scheme(t[7:])
         return scheme_spec(scheme, graph, text=t, where=where)
+    elif t == "auto":  # resolved before parsing, by tte.auto (tte compile does it)
+        raise TteError("--update auto is chosen by `tte compile --update auto --budget SIZE` (or tte.auto.choose)",
+                       hint="compile with --budget; the chosen scheme is then OUT/scheme.json (--update sparse:...)")
     else:
         raise TteError(f"unknown --update '{text}'",
-                       hint="use bias-only, last:N, full, mobiletl:K or sparse:FILE (JSON/YAML, FILE#model/scheme)")
+                       hint="use bias-only, last:N, full, mobiletl:K, sparse:FILE (JSON/YAML, FILE#model/scheme) "
+                            "or auto")
     return _finish(t, plan, graph)
 
 

@@ -1,0 +1,211 @@
+"""`--update auto`: exact costs, the search under a budget, contribution analysis, CLI, report and caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tte
+from tte import cli
+from tte.auto import ContribSettings, CostModel, Data, Item, choose
+from tte.auto.cost import RATIOS, Cost, Surrogate, reach_table
+from tte.auto.search import solve
+from tte.compile import TrainConfig, build, compile_model, load
+
+ROOT = Path(tte.__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "demo_mnist_int8.onnx"
+SHARED = ROOT.parent / "shared" / "models"
+KB = 1024
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load(DEMO)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> tuple[Path, Path]:
+    """Digits 5-9 as five new classes: a small train and a disjoint validation file."""
+    from tte.data import Split, new_task_split, write_npz
+
+    train, rest = new_task_split(20, 30)
+    folder = tmp_path_factory.mktemp("data")
+    return (write_npz(folder / "train.npz", train),
+            write_npz(folder / "val.npz", Split(rest.x[:100], rest.y[:100])))
+
+
+def _compiled_peak(graph, scheme: dict, budget: int, head: str = "new:5") -> int:
+    return build(graph, "m", "host", budget=budget, train=TrainConfig("auto", head, scheme=scheme)).report[
+        "peak_sram_bytes"]
+
+
+def test_exact_cost_is_the_compile(demo) -> None:
+    cm = CostModel(demo, "new:5", "host", 32 * KB)
+    items = (Item("blocks.3.pointwise1", "weight", 0.5), Item("blocks.2.depthwise", "bias"))
+    cost = cm.exact(items)
+    assert cost.peak_sram_bytes == _compiled_peak(demo, cm.scheme(items), 32 * KB)
+    assert cost.macs_backward > cm.exact(()).macs_backward
+    assert cm.exact(reversed(items)) is cost  # memoized by scheme, whatever the order
+    assert cm.evaluations == 2
+
+
+def test_scheme_dict_is_a_sparse_file(demo) -> None:
+    cm = CostModel(demo, "new:5", "host", 32 * KB)
+    scheme = cm.scheme([Item("blocks.3.pointwise1", "weight", 0.25), Item("blocks.3.pointwise1", "weight", 0.5),
+                        Item("blocks.1.depthwise", "bias")])
+    assert scheme == {"bias": ["blocks.1.depthwise"], "weights": {"blocks.3.pointwise1": 0.5},
+                      "classifier": "full"}
+    assert Item.parse(Item("a.b", "weight", 0.125).key) == Item("a.b", "weight", 0.125)
+
+
+def test_milp_respects_the_surrogate_budget() -> None:
+    a, b = Item("a", "bias"), Item("b", "bias")
+    wa = {r: Item("a", "weight", r) for r in RATIOS}
+    sur = Surrogate(Cost(1000, 0, 0), reach={"a": 1500, "b": 1100}, reach_macs={"a": 10, "b": 5},
+                    bytes={a: 10, b: 10, **{wa[r]: int(800 * r) for r in RATIOS}},
+                    macs={a: 0, b: 0, **{wa[r]: int(100 * r) for r in RATIOS}})
+    gains = {a: 0.01, b: 0.02, **{wa[r]: 0.1 * r for r in RATIOS}}
+    assert solve(sur, gains, 1200) == (b,)  # layer a's reach alone is over 1200
+    chosen = solve(sur, gains, 2000)
+    assert sur.peak(chosen) <= 2000 and wa[0.5] in chosen and sum(i.node == "a" and i.kind == "weight"
+                                                                   for i in chosen) == 1
+    assert solve(sur, gains, 2000, mac_cap=40) == tuple(sorted((a, b, wa[0.25])))
+
+
+@pytest.mark.parametrize("budget_kb", [12, 16, 24, 40])
+def test_demo_budget_never_exceeded(demo, budget_kb: int) -> None:
+    budget = budget_kb * KB
+    res = choose(demo, budget, "new:5", progress=False)
+    assert res.method == "data-free heuristic"
+    assert res.cost.peak_sram_bytes <= budget
+    assert _compiled_peak(demo, res.scheme, budget) == res.cost.peak_sram_bytes
+    assert res.items, "a budget above the classifier-only peak leaves room for something"
+
+
+def test_larger_budget_trains_more(demo) -> None:
+    small = choose(demo, 12 * KB, "new:5", progress=False)
+    large = choose(demo, 40 * KB, "new:5", progress=False)
+    assert large.cost.trainable_param_bytes > small.cost.trainable_param_bytes
+
+
+# a budget where the first layers must run in row stripes (mbv2) and ones where they need not; candidates in the
+# top 6 layers keep each case to a few exact evaluations
+PAPER_CASES = [("mbv2-w0.35", 128), ("proxyless-w0.3", 192), ("mcunet-5fps", 256)]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/models is absent")
+@pytest.mark.parametrize(("model", "budget_kb"), PAPER_CASES)
+def test_paper_model_budget_never_exceeded(model: str, budget_kb: int) -> None:
+    graph = load(SHARED / f"{model}-int8.onnx")
+    budget = budget_kb * KB
+    res = choose(graph, budget, "new:5", progress=False, max_layers=6)
+    assert res.cost.peak_sram_bytes <= budget
+    assert _compiled_peak(graph, res.scheme, budget) == res.cost.peak_sram_bytes
+    assert res.items and {i.node for i in res.items} <= {n.name for n in CostModel(graph, "new:5").layers[-6:]}
+
+
+def test_reach_table_stops_at_the_budget(demo) -> None:
+    cm = CostModel(demo, "new:5", "host", 12 * KB)
+    sur = reach_table(cm, 12 * KB)
+    assert 0 < len(sur.reach) < len(cm.layers)
+    assert all(v + sur.bytes[Item(n, "bias")] <= 12 * KB for n, v in sur.reach.items())
+
+
+def test_contribution_analysis_and_cache(demo, demo_data, tmp_path: Path) -> None:
+    """A budget that reaches only the last block: few runs. A second compile reuses every run and cost."""
+    train, val = demo_data
+    out = tmp_path / "out"
+    settings = ContribSettings(train_samples=60, eval_samples=60)
+    kwargs = dict(budget="11KB", train=TrainConfig("auto", "new:5"), data=train, eval_data=val, progress=False,
+                  settings=settings, jobs=2)
+    rep = compile_model(DEMO, out, **kwargs)
+    auto = rep["auto"]
+    assert auto["method"] == "contribution analysis" and rep["peak_sram_bytes"] <= 11 * KB
+    assert 0.0 <= auto["classifier_only_accuracy"] <= 1.0
+    cache = json.loads((out / "auto.json").read_text())
+    runs = cache["contribution"]["accuracies"]
+    assert "base" in runs and len(runs) == auto["candidates"] + 1
+    scheme = json.loads((out / "scheme.json").read_text())
+    again = compile_model(DEMO, out, **kwargs)
+    assert again["auto"]["timings_s"]["exact_evaluations"] == 0
+    assert again["auto"]["timings_s"]["contribution_analysis"] < 1.0
+    assert json.loads((out / "scheme.json").read_text()) == scheme
+    # the scheme file compiles as a sparse update, to the same peak
+    rep2 = compile_model(DEMO, tmp_path / "again", budget="11KB",
+                         train=TrainConfig(f"sparse:{out / 'scheme.json'}", "new:5"))
+    assert rep2["peak_sram_bytes"] == rep["peak_sram_bytes"]
+
+
+def test_contribution_gain_is_measured(demo) -> None:
+    """The gain of an item is accuracy(classifier + item) - accuracy(classifier): measured runs, not constants."""
+    from tte.auto.contrib import analyse, gains
+    from tte.data import new_task_split
+
+    train, test = new_task_split(10, 10)
+    cm = CostModel(demo, "new:5", "host", 16 * KB)
+    items = [Item("blocks.3.pointwise1", "weight", 1.0)]
+    acc = analyse(cm.graph, "new:5", cm.order, items, Data(train.x, train.y), Data(test.x, test.y),
+                  ContribSettings(train_samples=50, eval_samples=50), jobs=1, progress=False)
+    assert set(acc) == {"base", items[0].key}
+    assert gains(acc, items)[items[0]] == pytest.approx(acc[items[0].key] - acc["base"])
+    assert all(0.0 <= a <= 1.0 and (a * 50) == pytest.approx(round(a * 50)) for a in acc.values())
+
+
+def test_cli_auto_without_data(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["compile", str(DEMO), "--update", "auto", "--budget", "16KB", "--head", "new:5", "-q",
+                     "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "data-free heuristic" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["peak_sram_bytes"] <= 16 * KB and report["auto"]["method"] == "data-free heuristic"
+    assert "timings_s" not in report["auto"]  # the written files stay deterministic
+    assert cli.main(["report", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "--update auto (data-free heuristic)" in shown and "classifier alone" in shown
+
+
+def _fails(argv: list[str], capsys, match: str) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tte: error: ") and match in err[0], err
+
+
+def test_cli_mistakes(tmp_path: Path, capsys, demo_data) -> None:
+    train, _ = demo_data
+    out = str(tmp_path / "out")
+    _fails(["compile", str(DEMO), "--update", "last:1", "--data", str(train), "-o", out], capsys,
+           "--data only apply to --update auto")
+    _fails(["compile", str(DEMO), "--update", "auto", "--head", "new:5", "-o", out], capsys, "needs a memory budget")
+    _fails(["compile", str(DEMO), "--update", "auto", "--budget", "4KB", "--head", "new:5", "-o", out], capsys,
+           "training the classifier alone needs")
+    _fails(["compile", str(DEMO), "--update", "auto", "--budget", "16KB", "--head", "new:5", "--eval", str(train),
+            "-o", out], capsys, "--eval needs --data")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((2, 1, 28, 28), np.float32), y=np.array([0, 7]))
+    _fails(["compile", str(DEMO), "--update", "auto", "--budget", "16KB", "--head", "new:5", "--data", str(bad),
+            "-o", out], capsys, "labels must lie in 0..4")
+    assert not Path(out).exists()
+
+
+def test_parse_update_auto_explains(demo) -> None:
+    from tte.errors import TteError
+    from tte.train import parse_update
+
+    with pytest.raises(TteError, match="--budget"):
+        parse_update("auto", demo)
+
+
+def test_heuristic_prefers_later_layers(demo) -> None:
+    from tte.auto.search import heuristic_gains
+
+    cm = CostModel(demo, "new:5", "host", 64 * KB)
+    sur = reach_table(cm, 64 * KB)
+    g = heuristic_gains(cm, sur)
+    names = [n.name for n in cm.layers]
+    biases = [g[Item(n, "bias")] for n in names if Item(n, "bias") in g]
+    assert biases == sorted(biases) and len(biases) >= 2
+    assert np.all(np.array(list(g.values())) > 0)

@@ -1,0 +1,135 @@
+"""`--update auto`: choose a sparse-update scheme that fits a memory budget (the paper's search, made automatic).
+
+    result = choose(graph, budget=128 * 1024, head="new:5", train=Data(x, y), evaluation=Data(xv, yv))
+    result.scheme        # a `sparse:` scheme dict; `tte compile --update auto` writes it as scheme.json
+
+Three parts (one module each):
+- `cost`: the exact peak SRAM and backward MACs of any scheme from the real planner (memoized), and the fast
+  additive surrogate the search optimizes;
+- `contrib`: the accuracy gain of each candidate (a layer's bias, its weights at 1/8 .. 1 of the input channels),
+  measured by short fine-tuning runs of the int8 train step on the user's data (cached);
+- `search`: an integer program (scipy `milp`) on the surrogate, checked with the exact planner, repaired and
+  filled, so the scheme returned always fits.
+Without data the gains come from a documented heuristic (`search.heuristic_gains`) and the result says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tte.auto.contrib import ContribSettings, Data, analyse, cache_key, gains
+from tte.auto.cost import Cost, CostModel, Item, Surrogate, dump_memo, graph_digest, load_memo, reach_table
+from tte.auto.search import heuristic_gains, search
+from tte.errors import TteError
+from tte.ir import Graph
+
+__all__ = ["AutoResult", "ContribSettings", "CostModel", "Data", "Item", "choose", "graph_digest", "scheme_json"]
+
+
+@dataclass
+class AutoResult:
+    """The chosen scheme with what it costs and gains, and the caches to keep beside the output."""
+
+    scheme: dict[str, Any]
+    items: tuple[Item, ...]
+    cost: Cost
+    method: str  # "contribution analysis" | "data-free heuristic"
+    gains: dict[Item, float]
+    surrogate: Surrogate
+    budget: int
+    mac_budget: int | None
+    base_accuracy: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    contrib_cache: dict[str, Any] = field(default_factory=dict)
+    costs_cache: dict[str, Any] = field(default_factory=dict)
+
+    def explain(self) -> dict[str, Any]:
+        """What `tte report` shows: per chosen item its bytes (surrogate), backward MACs and gain."""
+        rows = [{"item": i.key, "bytes": self.surrogate.bytes.get(i, 0), "macs": self.surrogate.macs.get(i, 0),
+                 "gain": round(float(self.gains.get(i, 0.0)), 6)} for i in self.items]
+        return {
+            "method": self.method,
+            "budget_bytes": self.budget,
+            "mac_budget": self.mac_budget,
+            "peak_sram_bytes": self.cost.peak_sram_bytes,
+            "macs_backward": self.cost.macs_backward,
+            "classifier_only_peak_bytes": self.surrogate.base.peak_sram_bytes,
+            "classifier_only_accuracy": self.base_accuracy,
+            "expected_gain": round(float(sum(self.gains.get(i, 0.0) for i in self.items)), 6),
+            "candidates": len(self.gains),
+            "reachable_layers": len(self.surrogate.reach),
+            "chosen": rows,
+            "search_log": self.log,
+        }
+
+
+def choose(graph: Graph, budget: int | None, head: str = "keep", target: str = "host", train: Data | None = None,
+           evaluation: Data | None = None, settings: ContribSettings | None = None, mac_budget: int | None = None,
+           cache: Mapping[str, Any] | None = None, jobs: int | None = None, progress: bool = True,
+           options: Any = None, cost_cache: Mapping[str, Any] | None = None, max_layers: int | None = None
+           ) -> AutoResult:
+    """The scheme `--update auto` trains (see the module docstring). `cache` and `cost_cache`: an earlier
+    result's `contrib_cache` and `costs_cache` (reused when model, head, data, settings and planner match);
+    `max_layers`: candidates only in that many layers below the classifier (default: all the budget allows)."""
+    t0 = time.perf_counter()
+    cm = CostModel(graph, head, target, budget, options)
+    load_memo(cm, cost_cache)
+    if cm.budget is None:
+        raise TteError("--update auto needs a memory budget", hint="add --budget (e.g. --budget 128KB) or a board "
+                       "--target")
+    base = cm.exact(())
+    if base.peak_sram_bytes > cm.budget:
+        raise TteError(f"--update auto: training the classifier alone needs {base.peak_sram_bytes:,} bytes of "
+                       f"SRAM, over the budget of {cm.budget:,}",
+                       hint="use a larger --budget, or --head new:N for a small fresh head")
+    for name, data in (("--data", train), ("--eval", evaluation)):
+        _check_labels(name, data, cm.classes)
+    sur = reach_table(cm, cm.budget, _progress(progress, "cost model"), max_layers=max_layers)
+    timings = {"cost_model": time.perf_counter() - t0}
+    candidates = list(sur.bytes)
+    base_acc, contrib_cache = None, {}
+    if train is None:
+        method, g = "data-free heuristic", heuristic_gains(cm, sur)
+    else:
+        method = "contribution analysis"
+        settings = settings or ContribSettings()
+        evaluation = evaluation or train
+        key = cache_key(graph_digest(graph), head, train, evaluation, settings)
+        old = dict(cache.get("accuracies", {})) if cache and cache.get("key") == key else {}
+        t1 = time.perf_counter()
+        acc = analyse(cm.graph, head, cm.order, candidates, train, evaluation, settings, old, jobs, progress)
+        timings["contribution_analysis"] = time.perf_counter() - t1
+        contrib_cache = {"key": key, "settings": settings.__dict__, "accuracies": acc}
+        g, base_acc = gains(acc, candidates), acc["base"]
+    t2 = time.perf_counter()
+    res = search(cm, sur, g, cm.budget, mac_budget)
+    timings["search"] = time.perf_counter() - t2
+    timings["exact_evaluations"] = float(cm.evaluations)
+    timings["exact_seconds_per_evaluation"] = cm.seconds / max(1, cm.evaluations)
+    return AutoResult(cm.scheme(res.items), res.items, res.cost, method, g, sur, cm.budget, mac_budget, base_acc,
+                      timings, res.log, contrib_cache, dump_memo(cm))
+
+
+def _check_labels(flag: str, data: Data | None, classes: int) -> None:
+    if data is not None and len(data.y) and (data.y.min() < 0 or data.y.max() >= classes):
+        raise TteError(f"{flag}: labels must lie in 0..{classes - 1}, got {data.y.min()}..{data.y.max()}",
+                       hint="labels index the classifier outputs (see --head new:N)")
+
+
+def _progress(enabled: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, desc=desc, unit="layer", leave=False, disable=None if enabled else True)
+
+
+def scheme_json(result: AutoResult) -> str:
+    """scheme.json: the chosen scheme as a `sparse:` file (with a comment key on how it was chosen)."""
+    data = {"_about": f"chosen by tte --update auto ({result.method}) for a budget of {result.budget:,} B: peak "
+                      f"{result.cost.peak_sram_bytes:,} B, {result.cost.macs_backward:,} backward MACs",
+            **result.scheme}
+    return json.dumps(data, indent=1) + "\n"
