@@ -17,13 +17,12 @@ import shutil
 import numpy as np
 import pytest
 
-from tte import reference
 from tte.ir import Graph, QParams, Tensor
 from tte.ops import cases as C
 from tte.ops.conv2d import out_size
-from tte.testing.c_harness import run_c
+from tte.testing.c_harness import assert_matches_reference
 from tte.testing.kernel_cases import bias, extreme_inputs, weights
-from tte.testing.kernel_firmware import write_sources
+from tte.testing.kernel_firmware import assert_passes_on_board, write_sources
 
 
 def _out_tensor(name: str, shape: tuple[int, ...], x: Tensor, w: Tensor, shift: int, zp: int) -> Tensor:
@@ -107,12 +106,7 @@ def _inputs(graph: Graph) -> list[dict[str, np.ndarray]]:
 @pytest.mark.parametrize("dsp", [False, True], ids=["c", "dsp"])
 @pytest.mark.parametrize("graph", CASES, ids=[g.name for g in CASES])
 def test_fast_paths_on_host(graph: Graph, dsp: bool) -> None:
-    for i, x in enumerate(_inputs(graph)):
-        want = reference.run(graph, x)
-        got = run_c(graph, x, dsp=dsp)
-        for name, expect in want.items():
-            diff = np.count_nonzero(got[name] != expect)
-            assert diff == 0, f"{graph.name} input #{i}: {diff} of {expect.size} values differ from the reference"
+    assert_matches_reference(graph, _inputs(graph), dsp)
 
 
 def test_cases_reach_the_shift_limit() -> None:
@@ -151,10 +145,5 @@ def test_add_cases_reach_the_shift_limit() -> None:
                     reason="needs arm-none-eabi-gcc and qemu-system-arm")
 @pytest.mark.parametrize("board", ["cortex-m7", "cortex-m4"])
 def test_fast_paths_on_cortex_m(board: str, tmp_path) -> None:
-    from tte.targets import build, run_qemu, write_project
-
     inputs = [_inputs(g) for g in CASES]
-    sources = write_sources(tmp_path / "cases", CASES, inputs)
-    fw = build(write_project(tmp_path / "fw", board, sources, stack_bytes=8192))
-    run = run_qemu(fw.elf, timeout=120, board=board)
-    assert run.status == 0, f"{run.message}\n{run.output[-2000:]}"
+    assert_passes_on_board(tmp_path / "fw", board, write_sources(tmp_path / "cases", CASES, inputs))

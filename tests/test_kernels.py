@@ -21,24 +21,15 @@ from codegen.ops import INCLUDE_DIR, RUNTIME_DIR, emit, load_all
 from tte import ops, quant, reference
 from tte.ir import Graph, IOSpec, Node, Tensor
 from tte.ops import cases as C
-from tte.testing.c_harness import load_snippet, run_c
+from tte.testing.c_harness import assert_matches_reference, load_snippet, run_c
 from tte.testing.kernel_cases import GENERATORS, extreme_inputs, model_like_cases, random_case
-from tte.testing.kernel_firmware import write_sources
+from tte.testing.kernel_firmware import assert_passes_on_board, write_sources
 
 KERNEL_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "avg_pool2d", "mean", "pad", "transpose",
               "lut", "requantize", "reshape")
 RANDOM_COUNTS = {"conv2d": 24, "depthwise_conv2d": 24, "fully_connected": 16, "add": 8, "avg_pool2d": 8,
                  "mean": 8, "pad": 6, "transpose": 6, "requantize": 8, "lut": 3, "reshape": 2}
 SRC_FILES = sorted((RUNTIME_DIR / "src").glob("*.c"))
-
-
-def _assert_matches(graph: Graph, dsp: bool, inputs: list[dict[str, np.ndarray]]) -> None:
-    for i, x in enumerate(inputs):
-        want = reference.run(graph, x)
-        got = run_c(graph, x, dsp=dsp)
-        for name, expect in want.items():
-            diff = np.count_nonzero(got[name] != expect)
-            assert diff == 0, f"{graph.name} input #{i}: {diff} of {expect.size} values differ from the reference"
 
 
 def _inputs(graph: Graph) -> list[dict[str, np.ndarray]]:
@@ -54,7 +45,7 @@ def test_op_cases(graph: Graph, dsp: bool) -> None:
     op = graph.nodes[0].op
     if op not in load_all():
         pytest.skip(f"no C emitter for {op} (another module's)")
-    _assert_matches(graph, dsp, _inputs(graph))
+    assert_matches_reference(graph, _inputs(graph), dsp)
 
 
 RANDOM = [(op, i) for op, n in RANDOM_COUNTS.items() for i in range(n)]
@@ -63,7 +54,7 @@ RANDOM = [(op, i) for op, n in RANDOM_COUNTS.items() for i in range(n)]
 @pytest.mark.parametrize("dsp", [False, True], ids=["c", "dsp"])
 @pytest.mark.parametrize("op, index", RANDOM, ids=[f"{op}-{i}" for op, i in RANDOM])
 def test_random_cases(op: str, index: int, dsp: bool) -> None:
-    _assert_matches(random_case(op, index), dsp, _inputs(random_case(op, index)))
+    assert_matches_reference(random_case(op, index), _inputs(random_case(op, index)), dsp)
 
 
 MODEL_LIKE = model_like_cases()
@@ -72,7 +63,7 @@ MODEL_LIKE = model_like_cases()
 @pytest.mark.parametrize("dsp", [False, True], ids=["c", "dsp"])
 @pytest.mark.parametrize("graph", MODEL_LIKE, ids=[g.name for g in MODEL_LIKE])
 def test_model_like_layers(graph: Graph, dsp: bool) -> None:
-    _assert_matches(graph, dsp, _inputs(graph))
+    assert_matches_reference(graph, _inputs(graph), dsp)
 
 
 def test_every_op_has_a_kernel() -> None:
@@ -172,7 +163,7 @@ import numpy as np
 from tte import ops, reference
 from tte.testing import c_harness
 from tte.testing.kernel_cases import GENERATORS, extreme_inputs, model_like_cases, random_case
-from tte.testing.kernel_firmware import write_sources
+from tte.testing.kernel_firmware import assert_passes_on_board, write_sources
 c_harness.CFLAGS += ("-fsanitize=undefined", "-fno-sanitize-recover=undefined", "-g")
 graphs = [g for name in ops.OPS for g in ops.OPS[name].cases() if name in GENERATORS]
 graphs += [random_case(op, i) for op in GENERATORS for i in range(int(sys.argv[1]))]
@@ -206,16 +197,12 @@ QEMU_BOARDS = ("cortex-m4", "cortex-m7")
 def test_kernels_on_cortex_m(board: str, tmp_path) -> None:
     """The op cases, model-like layers and random graphs on the target's instructions (DSP intrinsics and the
     inline assembly), bit-exact with the reference, in QEMU."""
-    from tte.targets import build, run_qemu, write_project
-
     graphs = [g for op in KERNEL_OPS for g in ops.OPS[op].cases()] + model_like_cases()
     graphs += [random_case(op, i) for op in ("conv2d", "depthwise_conv2d", "fully_connected") for i in range(8)]
     graphs += [random_case(op, i) for op in ("add", "avg_pool2d", "mean", "requantize") for i in range(2)]
     inputs = [[C.random_inputs(g, 21), extreme_inputs(g, 22)] for g in graphs]
     sources = write_sources(tmp_path / "cases", graphs, inputs)
-    fw = build(write_project(tmp_path / "fw", board, sources, stack_bytes=8192))
-    run = run_qemu(fw.elf, timeout=120, board=board)
-    assert run.status == 0, f"{run.message}\n{run.output[-2000:]}"
+    assert_passes_on_board(tmp_path / "fw", board, sources)
 
 
 def test_transpose_f32_moves_gradients_exactly() -> None:

@@ -23,6 +23,13 @@ def input_stage_table(zero_point: int, m: int, shift: int) -> np.ndarray:
 
 @emitter("add")
 def add(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+    return add_call(node, graph, ref, const_name)
+
+
+def add_call(node: Node, graph: Graph, ref: Ref, const_name: ConstName, variant: str = "", extra_args: str = "",
+             sources: tuple[str, str] = ("src/add_lut.c", "src/add.c")) -> CCall:
+    """`tte_add[_lut]{variant}_s8` of a same-shape add; `extra_args` follow the output (the mask variant's bits),
+    `sources` are the (table, plain) kernels' files."""
     a, b, y = graph[node.inputs[0]], graph[node.inputs[1]], graph[node.outputs[0]]
     if a.shape != y.shape or b.shape != y.shape:
         raise UnsupportedError(f"broadcasting add {list(a.shape)} + {list(b.shape)}", node=node.name, op=node.op,
@@ -30,18 +37,19 @@ def add(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
     (m1, s1), (m2, s2), (mo, so) = add_params(a.quant.s, b.quant.s, y.quant.s)
     check_shifts(node, [so])
     out = {"output_multiplier": mo, "output_shift": so}
-    args = f"{y.size}, {ref(a.name)}, {ref(b.name)}, {ref(y.name)}"
+    args = f"{y.size}, {ref(a.name)}, {ref(b.name)}, {ref(y.name)}{extra_args}"
     if y.size >= LUT_MIN_SIZE:
         t1, t2 = const_name("table1"), const_name("table2")
         consts = [ConstArray(t1, "int32_t", input_stage_table(a.quant.zp, m1, s1)),
                   ConstArray(t2, "int32_t", input_stage_table(b.quant.zp, m2, s2))]
         params = {**out, "output_offset": y.quant.zp, **act_fields(node)}
         decls = [f"static const tte_add_lut_params params = {struct_literal(params)};"]
-        return CCall(block(decls, f"tte_add_lut_s8(&params, {t1}, {t2}, {args});"), consts, ["src/add_lut.c"])
+        return CCall(block(decls, f"tte_add_lut{variant}_s8(&params, {t1}, {t2}, {args});"), consts,
+                     [sources[0]])
     params = {
         "input1_offset": -a.quant.zp, "input2_offset": -b.quant.zp,
         "input1_multiplier": m1, "input1_shift": s1, "input2_multiplier": m2, "input2_shift": s2,
         **out, "output_offset": y.quant.zp, "left_shift": LEFT_SHIFT, **act_fields(node),
     }
     decls = [f"static const tte_add_params params = {struct_literal(params)};"]
-    return CCall(block(decls, f"tte_add_s8(&params, {args});"), [], ["src/add.c"])
+    return CCall(block(decls, f"tte_add{variant}_s8(&params, {args});"), [], [sources[1]])

@@ -49,6 +49,12 @@ def _mean_dims(node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 @emitter("mean")
 def mean(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
+    return mean_call(node, graph, ref)
+
+
+def mean_call(node: Node, graph: Graph, ref: Ref, variant: str = "", extra_args: str = "",
+              source: str = "src/mean.c") -> CCall:
+    """`tte_mean{variant}_s8`; `extra_args` follow the output (the mask variant's bits)."""
     x, y = io(graph, node)
     dims = _mean_dims(node, x.shape)
     if dims[1] >= MEAN_LIMIT:
@@ -61,5 +67,5 @@ def mean(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
         f"static const tte_mean_params params = {struct_literal(params)};",
         f"static const tte_dims in_dims = {dims_literal(dims4(dims))};",
     ]
-    call = f"tte_mean_s8(&params, &in_dims, {ref(x.name)}, {ref(y.name)});"
-    return CCall(block(decls, call), [], ["src/mean.c"])
+    call = f"tte_mean{variant}_s8(&params, &in_dims, {ref(x.name)}, {ref(y.name)}{extra_args});"
+    return CCall(block(decls, call), [], [source])

@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from codegen.ops import CCall, ConstArray, ConstName, Ref, depthwise_inplace, emitter
+from codegen.ops import CCall, ConstName, Ref, depthwise_inplace, emitter
 from codegen.ops._common import (
     act_fields,
     block,
     check_limit,
     check_shifts,
     check_symmetric,
-    dims4,
     dims_literal,
     io,
     optional_ref,
     requant_arrays,
     struct_literal,
 )
-from codegen.ops.eltwise import LUT_MIN_SIZE, input_stage_table
-from codegen.ops.pool import MEAN_LIMIT, _mean_dims
+from codegen.ops.eltwise import add_call
+from codegen.ops.pool import mean_call
 from codegen.ops.train_common import channel_array, float_literal, weight_part
 from tte.errors import UnsupportedError
 from tte.ir import Graph, Node
-from tte.ops.add import LEFT_SHIFT, add_params
-from tte.ops.pool import mean_params
 from tte.ops.requantize import requantize_params
 from tte.quant import conv_multipliers
 
@@ -117,28 +114,7 @@ def fully_connected_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstNa
 
 @emitter("add_mask")
 def add_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
-    a, b, y = graph[node.inputs[0]], graph[node.inputs[1]], graph[node.outputs[0]]
-    if a.shape != y.shape or b.shape != y.shape:
-        raise UnsupportedError(f"broadcasting add {list(a.shape)} + {list(b.shape)}", node=node.name, op=node.op,
-                               hint="only inputs of the output's shape are supported")
-    (m1, s1), (m2, s2), (mo, so) = add_params(a.quant.s, b.quant.s, y.quant.s)
-    check_shifts(node, [so])
-    out = {"output_multiplier": mo, "output_shift": so}
-    args = f"{y.size}, {ref(a.name)}, {ref(b.name)}, {ref(y.name)}, {_mask(node, ref)}"
-    if y.size >= LUT_MIN_SIZE:
-        t1, t2 = const_name("table1"), const_name("table2")
-        consts = [ConstArray(t1, "int32_t", input_stage_table(a.quant.zp, m1, s1)),
-                  ConstArray(t2, "int32_t", input_stage_table(b.quant.zp, m2, s2))]
-        params = {**out, "output_offset": y.quant.zp, **act_fields(node)}
-        decls = [f"static const tte_add_lut_params params = {struct_literal(params)};"]
-        return CCall(block(decls, f"tte_add_lut_mask_s8(&params, {t1}, {t2}, {args});"), consts, [MASKS])
-    params = {
-        "input1_offset": -a.quant.zp, "input2_offset": -b.quant.zp,
-        "input1_multiplier": m1, "input1_shift": s1, "input2_multiplier": m2, "input2_shift": s2,
-        **out, "output_offset": y.quant.zp, "left_shift": LEFT_SHIFT, **act_fields(node),
-    }
-    decls = [f"static const tte_add_params params = {struct_literal(params)};"]
-    return CCall(block(decls, f"tte_add_mask_s8(&params, {args});"), [], [MASKS])
+    return add_call(node, graph, ref, const_name, "_mask", f", {_mask(node, ref)}", (MASKS, MASKS))
 
 
 @emitter("requantize_mask")
@@ -177,20 +153,7 @@ def pool_geometry(node: Node) -> dict[str, int]:
 
 @emitter("mean_mask")
 def mean_mask(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCall:
-    x, y = io(graph, node)
-    dims = _mean_dims(node, x.shape)
-    if dims[1] >= MEAN_LIMIT:
-        raise UnsupportedError(f"mean over {dims[1]} elements", node=node.name, op=node.op,
-                               hint=f"at most {MEAN_LIMIT - 1} are supported")
-    m, s = mean_params(x.quant.s, y.quant.s, dims[1])
-    check_shifts(node, [s])
-    params = {"input_offset": -x.quant.zp, "output_offset": y.quant.zp, "multiplier": m, "shift": s}
-    decls = [
-        f"static const tte_mean_params params = {struct_literal(params)};",
-        f"static const tte_dims in_dims = {dims_literal(dims4(dims))};",
-    ]
-    call = f"tte_mean_mask_s8(&params, &in_dims, {ref(x.name)}, {ref(y.name)}, {_mask(node, ref)});"
-    return CCall(block(decls, call), [], [MASKS])
+    return mean_call(node, graph, ref, "_mask", f", {_mask(node, ref)}", MASKS)
 
 
 @emitter("gather_channels")

@@ -239,3 +239,15 @@ class CProgram:
             self.write(io.tensor, inputs[io.tensor])
         self._lib.tte_harness_run()
         return {io.tensor: self.read(io.tensor) for io in self.graph.outputs}
+
+
+def assert_matches_reference(graph: Graph, inputs: list[Mapping[str, np.ndarray]], dsp: bool = False) -> None:
+    """The C build of `graph` gives the numpy reference's outputs, every value, for every input set."""
+    from tte import reference
+
+    for i, x in enumerate(inputs):
+        want = reference.run(graph, x)
+        got = run_c(graph, x, dsp=dsp)
+        for name, expect in want.items():
+            diff = np.count_nonzero(got[name] != expect)
+            assert diff == 0, f"{graph.name} input #{i}: {diff} of {expect.size} values differ from the reference"

@@ -94,3 +94,12 @@ def write_sources(folder: Path, graphs: Sequence[Graph], inputs: Sequence[Sequen
     main = folder / "main.c"
     main.write_text(main_source(graphs, inputs, buffers))
     return [RUNTIME_DIR, *paths, main]
+
+
+def assert_passes_on_board(folder: Path, board: str, sources: Sequence[str | Path]) -> None:
+    """Build the kernel firmware of `sources` (write_sources) for `board`, run it in QEMU: every run must pass."""
+    from tte.targets import build, run_qemu, write_project
+
+    fw = build(write_project(folder, board, sources, stack_bytes=8192))
+    run = run_qemu(fw.elf, timeout=120, board=board)
+    assert run.status == 0, f"{run.message}\n{run.output[-2000:]}"
