@@ -234,12 +234,18 @@ def softmax(sg: Subgraph, op: Op) -> list[Node]:
     return [node]
 
 
-def quantize(sg: Subgraph, op: Op) -> list[Node]:
-    """int8 -> int8 QUANTIZE is a requantization; float -> int8 is handled at the input boundary."""
+def _same_shape_io(sg: Subgraph, op: Op) -> tuple[Tensor, Tensor]:
+    """The input and output of a one-input op that keeps the shape (activations, requantization)."""
     _n_inputs(op, 1)
     x, y = sg.activation(op.inputs[0], op.name, op.kind), sg.activation(op.outputs[0], op.name, op.kind)
     if x.shape != y.shape:
         raise _bad(op, f"shape changes from {list(x.shape)} to {list(y.shape)}")
+    return x, y
+
+
+def quantize(sg: Subgraph, op: Op) -> list[Node]:
+    """int8 -> int8 QUANTIZE is a requantization; float -> int8 is handled at the input boundary."""
+    x, y = _same_shape_io(sg, op)
     return [Node("requantize", op.name, (x.name,), (y.name,))]
 
 
@@ -247,10 +253,7 @@ def _lut(kind: str) -> Callable[[Subgraph, Op], list[Node]]:
     def convert(sg: Subgraph, op: Op) -> list[Node]:
         from tte.ops.activations import lut_node
 
-        _n_inputs(op, 1)
-        x, y = sg.activation(op.inputs[0], op.name, op.kind), sg.activation(op.outputs[0], op.name, op.kind)
-        if x.shape != y.shape:
-            raise _bad(op, f"shape changes from {list(x.shape)} to {list(y.shape)}")
+        x, y = _same_shape_io(sg, op)
         return [lut_node(kind, op.name, x, y)]
     return convert
 

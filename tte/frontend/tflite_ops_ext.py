@@ -14,7 +14,7 @@ import numpy as np
 
 from tte.errors import UnsupportedError
 from tte.frontend.tflite_model import Op, Subgraph
-from tte.frontend.tflite_ops import _act, _bad, _n_inputs, _options, _window
+from tte.frontend.tflite_ops import _act, _bad, _n_inputs, _options, _same_shape_io, _window
 from tte.frontend.tflite_ops import add as add_same_shape
 from tte.frontend.tflite_schema import fb
 from tte.ir import Node, Tensor
@@ -193,10 +193,7 @@ def _relu(kind: str) -> Callable[[Subgraph, Op], list[Node]]:
     def convert(sg: Subgraph, op: Op) -> list[Node]:
         from tte.ops.relu_tables import relu_lut_node
 
-        _n_inputs(op, 1)
-        x, y = sg.activation(op.inputs[0], op.name, op.kind), sg.activation(op.outputs[0], op.name, op.kind)
-        if x.shape != y.shape:
-            raise _bad(op, f"shape changes from {list(x.shape)} to {list(y.shape)}")
+        x, y = _same_shape_io(sg, op)
         alpha = 0.0
         if kind == "leaky_relu":
             alpha = float(_options(op, fb.LeakyReluOptionsT).alpha)
