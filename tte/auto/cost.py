@@ -189,27 +189,16 @@ class CostModel:
 
 
 def _plan_cost(program: Any, budget: int | None, stack: int) -> Cost:
-    """The planning half of `codegen.emit_train.emit_train` without the C: the same plans (row stripes when over
-    the budget), so the same `peak_sram_bytes` = arena + SRAM state + outputs + stack (build_train_report), in
-    about half the time. Keep in step with emit_train; tests and `tte compile --update auto` check the two agree.
-    """
-    from codegen.emit import bindings, copy_nodes, external_tensors
-    from codegen.emit_train import _plan, _striped, c_inference_graph, split_trained_weights, state_homes
+    """The planning half of `tte compile` without the C (`codegen.train_layout.plan_layout`, which emit_train
+    calls too), so the same `peak_sram_bytes` = arena + SRAM state + outputs + stack (build_train_report)."""
+    from codegen.train_layout import plan_layout
     from tte.train.autodiff import RNG
 
-    tg = split_trained_weights(program)
-    infer = c_inference_graph(tg)
-    _, outputs = bindings(infer, "auto_cost")
-    home = state_homes(tg.graph, tg.state_names)
-    external = external_tensors(infer, outputs, copy_nodes(infer))
-    planned = _plan(tg, infer, home, external)
-    static = sum(tg.graph[s].nbytes for s in tg.state_names) + sum(b.nbytes for b in outputs)
-    if budget is not None and planned.arena + static + stack > budget:
-        planned = _striped(planned, home, external, budget - static - stack)
-    g = planned.tg.graph
-    macs = sum(int(ops.get(n.op).macs(n, g)) for n in planned.tg.backward_nodes())
-    params = sum(g[s].nbytes for s in planned.tg.state_names if s != RNG)
-    return Cost(planned.arena + static + stack, macs, params)
+    layout = plan_layout(program, "auto_cost", budget, stack)
+    tg = layout.planned.tg
+    macs = sum(int(ops.get(n.op).macs(n, tg.graph)) for n in tg.backward_nodes())
+    params = sum(tg.graph[s].nbytes for s in tg.state_names if s != RNG)
+    return Cost(layout.peak_sram_bytes(stack), macs, params)
 
 
 def _train_stack() -> int:

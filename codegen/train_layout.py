@@ -1,0 +1,140 @@
+"""Where every byte of a train step goes, without emitting C: the flash + SRAM split of partially trained weights,
+the `<name>_infer` graph, both arena plans, and (over the SRAM budget) the first layers in row stripes.
+
+`plan_layout` is what `codegen.emit_train.emit_train` and the scheme search (`tte/auto`) both call, so the cost
+the search sees is the one the compile reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from codegen.emit import ARENA_ALIGNMENT, bindings, copy_nodes, external_tensors
+from codegen.ops.train_common import SRAM_CHANNELS, SRAM_INPUT
+from codegen.ops.train_split import split_trained_weights
+from codegen.ops.train_update import inplace_outputs
+from tte import ops
+from tte.ir import Graph, Node
+from tte.passes.memory_plan import MemoryPlan, plan_graph
+from tte.passes.stripes import pick_stage, with_stage
+from tte.passes.train_plan import plan_train_step
+from tte.train import TrainingGraph
+from tte.train.autodiff import LABEL, LOSS, LR
+
+TRAIN_EXTERNAL = {LABEL: "&label", LR: "&lr", LOSS: "&loss"}  # the train step's own variables
+
+
+def state_homes(graph: Graph, state: tuple[str, ...]) -> dict[str, str]:
+    """Every state tensor and every new value written in place over it -> the state tensor (its array)."""
+    home = {s: s for s in state}
+    for node in graph.nodes:
+        for src, dst in inplace_outputs(node):
+            if src not in home:
+                raise ValueError(f"node {node.name}: updates {src}, which is not trainable state")
+            home[dst] = home[src]
+    return home
+
+
+def c_inference_graph(tg: TrainingGraph) -> Graph:
+    """The forward part of a (split) train step as `<name>_infer` runs it: no saved channels, plain kernels
+    (mask variants only where a weight is split), and the model's output (a final softmax included)."""
+    nodes = [_plain(n) for n in tg.graph.nodes[:tg.num_forward] if n.op != "gather_channels"]
+    out = tg.forward.outputs[0]
+    if out.tensor != tg.logits:  # the softmax the loss replaced
+        tail = tg.forward.producer(out.tensor)
+        assert tail is not None and tail.inputs[0] == tg.logits, "only a softmax may follow the logits"
+        nodes.append(tail)
+    tensors = {**tg.forward.tensors, **tg.graph.tensors}
+    g = replace(tg.graph, name=tg.forward.name, inputs=tg.forward.inputs, outputs=(out,), tensors=tensors)
+    g = g.with_nodes(nodes)
+    g.validate()
+    return g
+
+
+def _plain(node: Node) -> Node:
+    """A forward node of the train step without its mask output, unless it reads a split weight."""
+    base = node.op.removesuffix("_mask")
+    if base == node.op or base not in ops.OPS:
+        return node
+    index = SRAM_INPUT.get(node.op)
+    if index is not None and len(node.inputs) > index and node.inputs[index]:
+        return node
+    inputs = node.inputs[:index] if index is not None else node.inputs
+    attrs = {k: v for k, v in node.attrs.items() if k not in ("index_bits", "mask_table", SRAM_CHANNELS)}
+    return Node(base, node.name, inputs, node.outputs[:1], attrs)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A train step and its inference graph with their memory plans (possibly with a striped first stage)."""
+
+    tg: TrainingGraph
+    infer: Graph
+    plan: MemoryPlan
+    infer_plan: MemoryPlan
+
+    @property
+    def arena(self) -> int:
+        return max(self.plan.arena_bytes, self.infer_plan.arena_bytes)
+
+
+def plan_both(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: dict[str, str]) -> Planned:
+    """Both plans, with the input at one offset: where the train plan puts it, or at 0 in both plans, whichever
+    gives the smaller arena (`<name>_input_buffer(0)` serves both entry points)."""
+    g, x = tg.graph, tg.graph.inputs[0].tensor
+    copies = copy_nodes(infer)
+
+    def plans(pin: int | None) -> Planned:
+        fixed = None if pin is None else {x: pin}
+        tp = plan_train_step(g, tg.num_forward, set(tg.masks.values()), {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT,
+                             fixed)
+        ip = plan_graph(infer, ARENA_ALIGNMENT, external=external, copies=copies, fixed={x: tp.offset(x)},
+                        target=tp.arena_bytes)
+        return Planned(tg, infer, tp, ip)
+
+    # then the fewer in-place depthwise nodes (tte/passes/inplace.py), which run slower
+    return min(plans(None), plans(0),
+               key=lambda p: (p.arena, len(p.plan.tied) + len(p.infer_plan.tied), p.plan.offset(x)))
+
+
+def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> Planned:
+    """The first stage in row stripes (tte/passes/stripes.py) when that gives a smaller arena."""
+    tg, infer = base.tg, base.infer
+
+    def plan(node: Node, scratch: dict) -> tuple[Planned, int]:
+        k = len(node.attrs["stage"].graph.nodes)
+        staged = replace(tg, graph=with_stage(tg.graph, node, scratch), num_forward=tg.num_forward - k + 1)
+        p = plan_both(staged, with_stage(infer, node, scratch), home, external)
+        return p, p.arena
+
+    best = pick_stage(tg.graph, set(home), plan, arena_budget)
+    return best[0] if best is not None and best[1] < base.arena else base
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A train step laid out in memory: the split program and its plans, the state homes, the inference graph's
+    external tensors, and the static SRAM beside the arena (trainable state + output buffers)."""
+
+    planned: Planned
+    home: dict[str, str]
+    external: dict[str, str]
+    static_bytes: int
+
+    def peak_sram_bytes(self, reserve: int) -> int:
+        return self.planned.arena + self.static_bytes + reserve
+
+
+def plan_layout(program: TrainingGraph, name: str, budget: int | None = None, reserve: int = 0) -> Layout:
+    """The train step's memory layout (module docstring); `budget` bytes of SRAM for all of it, `reserve` of them
+    for the stack: over it, the first layers go into row stripes when that makes the arena smaller."""
+    tg = split_trained_weights(program)
+    infer = c_inference_graph(tg)
+    _, outputs = bindings(infer, name)
+    home = state_homes(tg.graph, tg.state_names)
+    external = external_tensors(infer, outputs, copy_nodes(infer))
+    planned = plan_both(tg, infer, home, external)
+    static = sum(tg.graph[s].nbytes for s in tg.state_names) + sum(b.nbytes for b in outputs)
+    if budget is not None and planned.arena + static + reserve > budget:
+        planned = striped(planned, home, external, budget - static - reserve)
+    return Layout(planned, home, external, static)
