@@ -246,8 +246,10 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
              "measured stack peak of the firmware as flashed (no parameter dump buffer); planned = report.json's "
              "`peak_sram_bytes` (arena + trainable parameters + outputs + the 4 KB stack reserve). Instructions: "
              "QEMU `-icount shift=0` (SysTick, 40-instruction resolution), one train step on one seeded random "
-             f"image; the paper's latency as cycles at {MHZ} MHz (an instruction is at least one cycle on a "
-             "Cortex-M7, so instructions are a lower bound on our cycles). `compiled with`: the first budget "
+             f"image; the paper's latency as cycles at {MHZ} MHz. QEMU counts instructions, not cycles: a "
+             "Cortex-M7 issues up to two instructions per cycle and stalls on memory and multi-cycle "
+             "instructions, so the instruction ratio estimates the cycle ratio; it bounds it neither way. "
+             "`compiled with`: the first budget "
              "the compile met: the paper's SRAM for that model; else the size the compiler's error names for its "
              "most frugal plan (first layers in row stripes), when within 256 KB (`its minimum`); else 256 KB; "
              "`64MB`: it fits none, and is linked against an enlarged SRAM to measure it anyway.", "",

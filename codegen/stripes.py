@@ -3,7 +3,8 @@ ordinary kernels on sub-tensors.
 
 Each call is the layer's own emitter (codegen.ops) applied to a one-node graph whose input and output are the
 rows of the stripe: the stage input and output are addressed in place (base pointer + first row * row bytes),
-the intermediates live in the node's two scratch buffers (row 0 of the buffer = the stripe's first row), and
+the intermediates live in the node's scratch slots (row 0 of a slot = the first row its tensor has in the
+stripe; an add reads its rows of a residual input further on), and
 the top/bottom padding left at a stripe's edge goes into the parameters. Constants repeated from stripe to
 stripe (requantization multipliers) are emitted once (the emitter's pool).
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from codegen.ops import CCall, ConstName
 from codegen.ops import emit as emit_op
 from tte.ir import Graph, Node
-from tte.passes.stripes import call_graph, schedule
+from tte.passes.stripe_schedule import call_graph, data_inputs, row_bytes, schedule, scratch_slots
 
 if TYPE_CHECKING:
     from codegen.emit import Pointers
@@ -24,18 +25,27 @@ if TYPE_CHECKING:
 def emit_stage(node: Node, graph: Graph, pointers: Pointers, const_name: ConstName) -> CCall:
     """Every stripe's kernel calls, top stripe first (constants are named after the layer, not `const_name`)."""
     sub: Graph = node.attrs["stage"].graph
+    rows = int(node.attrs["rows"])
     stage_in, stage_out = node.inputs[0], node.outputs[0]
-    scratch = [pointers.ref(t) for t in node.outputs[1:]]
-    stripes = schedule(sub, int(node.attrs["rows"]))
+    slots = [pointers.ref(t) for t in node.outputs[1:]]
+    slot_of, _ = scratch_slots(sub, rows)
+    stripes = schedule(sub, rows)
     lines: list[str] = []
     consts, sources = [], []
     for k, stripe in enumerate(stripes):
-        for i, call in enumerate(stripe):
-            x, y = f"{call.node.inputs[0]}@in", f"{call.node.outputs[0]}@out"
-            refs = {x: _rows_ref(pointers, sub, stage_in, call.in_rows[0]) if i == 0 else scratch[(i - 1) % 2],
-                    y: _rows_ref(pointers, sub, stage_out, call.out_rows[0]) if i == len(stripe) - 1
-                    else scratch[i % 2]}
-            one, g = call_graph(call, sub, x, y)
+        first_row = {c.node.outputs[0]: c.out_rows[0] for c in stripe}  # a slot's row 0 in this stripe
+
+        def rows_of(t: str, row: int, first_row: dict[str, int] = first_row) -> str:
+            """The address of whole-tensor row `row` of a stage tensor in this stripe."""
+            if t in (stage_in, stage_out):
+                return _rows_ref(pointers, sub, t, row)
+            skip = (row - first_row[t]) * row_bytes(sub, t)
+            return f"({slots[slot_of[t]]} + {skip})" if skip else slots[slot_of[t]]
+
+        for call in stripe:
+            one, g = call_graph(call, sub)
+            refs = {f"{t}@in": rows_of(t, call.in_rows[0]) for t in data_inputs(call.node)}
+            refs[f"{call.node.outputs[0]}@out"] = rows_of(call.node.outputs[0], call.out_rows[0])
 
             def ref(t: str, refs: dict[str, str] = refs, g: Graph = g) -> str:
                 if t in refs:
@@ -55,5 +65,4 @@ def emit_stage(node: Node, graph: Graph, pointers: Pointers, const_name: ConstNa
 
 def _rows_ref(pointers: Pointers, sub: Graph, tensor: str, row: int) -> str:
     """The address of `row` of a whole NHWC tensor of the stage."""
-    _, _, w, c = sub[tensor].shape
-    return f"({pointers.ref(tensor)} + {row * w * c})"
+    return f"({pointers.ref(tensor)} + {row * row_bytes(sub, tensor)})"

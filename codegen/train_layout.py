@@ -2,7 +2,10 @@
 the `<name>_infer` graph, both arena plans, and (over the SRAM budget) the first layers in row stripes.
 
 `plan_layout` is what `codegen.emit_train.emit_train` and the scheme search (`tte/auto`) both call, so the cost
-the search sees is the one the compile reports.
+the search sees is the one the compile reports. Repeated calls for one model are cheap without changing any
+result: the stripe options are built once per chain of layers (tte/passes/stripes.py), plans are memoized by
+their intervals (tte/passes/memory_plan.py: the inference plan and stage variants recur from scheme to scheme),
+and of the stripe options only those a lower bound (`train_floor`) cannot rule out are planned.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from tte import ops
 from tte.ir import Graph, Node
 from tte.passes.memory_plan import MemoryPlan, plan_graph
 from tte.passes.stripes import pick_stage, with_stage
-from tte.passes.train_plan import plan_train_step
+from tte.passes.train_plan import plan_train_step, train_floor
 from tte.train import TrainingGraph
 from tte.train.autodiff import LABEL, LOSS, LR
 
@@ -100,14 +103,23 @@ def plan_both(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: d
 def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> Planned:
     """The first stage in row stripes (tte/passes/stripes.py) when that gives a smaller arena."""
     tg, infer = base.tg, base.infer
+    staged: dict[int, tuple[Node, TrainingGraph]] = {}  # by option node (kept alive here: ids stay unique)
+
+    def stage(node: Node, scratch: dict) -> TrainingGraph:
+        if id(node) not in staged:
+            k = len(node.attrs["stage"].graph.nodes)
+            g = with_stage(tg.graph, node, scratch)
+            staged[id(node)] = node, replace(tg, graph=g, num_forward=tg.num_forward - k + 1)
+        return staged[id(node)][1]
+
+    def floor(node: Node, scratch: dict) -> int:
+        return train_floor(stage(node, scratch).graph, {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT)
 
     def plan(node: Node, scratch: dict) -> tuple[Planned, int]:
-        k = len(node.attrs["stage"].graph.nodes)
-        staged = replace(tg, graph=with_stage(tg.graph, node, scratch), num_forward=tg.num_forward - k + 1)
-        p = plan_both(staged, with_stage(infer, node, scratch), home, external)
+        p = plan_both(stage(node, scratch), with_stage(infer, node, scratch), home, external)
         return p, p.arena
 
-    best = pick_stage(tg.graph, set(home), plan, arena_budget)
+    best = pick_stage(tg.graph, set(home), plan, arena_budget, floor)  # the input lives in the arena
     return best[0] if best is not None and best[1] < base.arena else base
 
 

@@ -170,3 +170,68 @@ def test_train_step_gradients_work_in_place_and_have_kinds():
     assert {b.name: p.kinds[b.name] for b in p.buffers} == {"x": "saved", "m": "mask", "keep": "saved",
                                                            "dy": "gradient", "g2": "gradient"}
     assert "by kind:" in p.to_text() and not _collisions(p)
+
+
+# --- placement orders, nests (tte/passes/placement.py) ---------------------------------------------------------
+
+
+def _tflite_arena(bufs, alignment=16, **kw) -> int:
+    """The arena of TFLite Micro's order alone (the first trial)."""
+    import tte.passes.memory_plan as mp
+    from tte.passes import placement
+
+    saved = placement.TRIALS
+    placement.TRIALS = saved[:1]
+    mp._MEMO.clear()
+    try:
+        return plan(bufs, alignment, **kw).arena_bytes
+    finally:
+        placement.TRIALS = saved
+        mp._MEMO.clear()
+
+
+def test_first_use_order_closes_the_gap_largest_first_leaves():
+    """The forward of an inverted-residual block (proxyless, blocks.1-3): largest first puts every 48 KB
+    expansion at 0, then the residual stacks the 16 KB tensors to 96 KB; the best order reaches the live peak."""
+    kb = 1024
+    bufs = [Buffer("b1.out", 16 * kb, 0, 4), Buffer("b2.pw1", 48 * kb, 1, 2), Buffer("b2.dw", 48 * kb, 3, 3),
+            Buffer("b2.pw2", 16 * kb, 3, 4), Buffer("b2.res", 16 * kb, 4, 5), Buffer("b3.pw1", 48 * kb, 5, 6),
+            Buffer("input", 48 * kb, 0, 0)]
+    p = plan(bufs)
+    assert _tflite_arena(bufs) == 96 * kb
+    assert p.arena_bytes == p.peak_live_bytes == 80 * kb and not _collisions(p)
+    assert p.order and f"placed by {p.order}" in p.to_text()
+
+
+def test_random_plans_never_exceed_the_tflite_order():
+    rng = np.random.default_rng(77)
+    for trial in range(60):
+        bufs = []
+        for i in range(int(rng.integers(5, 40))):
+            a = int(rng.integers(0, 30))
+            bufs.append(Buffer(f"b{i}", int(rng.integers(1, 4000)), a, a + int(rng.integers(0, 6))))
+        p = plan(bufs)
+        assert not _collisions(p), trial
+        assert -(-p.peak_live_bytes // 16) * 16 <= p.arena_bytes <= _tflite_arena(bufs), trial
+
+
+def test_nested_buffer_sits_at_its_offset_and_shares_only_with_its_host():
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        bufs = [Buffer("x", 4800, 0, 0), Buffer("y", 1600, 0, 5)]
+        bufs += [Buffer(f"o{i}", int(rng.integers(16, 3000)), int(a), int(a + rng.integers(0, 3)))
+                 for i, a in enumerate(rng.integers(0, 6, 12))]
+        delta = int(rng.choice([-1024, -16, 0, 32, 4000]))
+        p = plan(bufs, nested=[("x", "y", delta)])
+        assert p.offsets["y"] == p.offsets["x"] + delta and min(p.offsets.values()) >= 0
+        assert [c for c in _collisions(p) if set(c) != {"x", "y"}] == [], trial
+        shared = max(0, min(4800, delta + 1600) - max(delta, 0))
+        assert p.live_bytes()[0] == sum(b.size for b in p.live_at(0)) - shared
+
+
+def test_nest_below_a_fixed_input_at_zero_is_dropped():
+    bufs = [Buffer("x", 4800, 0, 0), Buffer("y", 1600, 0, 5), Buffer("z", 100, 1, 2)]
+    p = plan(bufs, fixed={"x": 0}, nested=[("x", "y", -512)])
+    assert p.nested == () and not _collisions(p) and p.offsets["x"] == 0
+    q = plan(bufs, fixed={"x": 512}, nested=[("x", "y", -512)])
+    assert q.nested == (("x", "y", -512),) and q.offsets["y"] == 0

@@ -3,14 +3,28 @@ plain plan is over the SRAM budget, bit-exact with the layer-by-layer reference,
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from train_helpers import NetBuilder
 
 from tte import host
+from tte.cli import main as tte_main
 from tte.compile import TrainConfig, build, write_output
 from tte.passes.normalize import normalize
-from tte.passes.stripes import STAGE_OP, input_rows, schedule, stage_node, stripe_chain, with_stage
+from tte.passes.stripe_schedule import data_inputs, scratch_slots
+from tte.passes.stripes import (
+    STAGE_OP,
+    input_rows,
+    output_offset,
+    schedule,
+    stage_cuts,
+    stage_node,
+    stripe_chain,
+    with_stage,
+)
 from tte.reference import run
 from tte.train import Trainer, TrainOptions
 
@@ -29,9 +43,42 @@ def odd_net():
     return nb.graph()
 
 
+def residual_net():
+    """Two residual blocks (the add keeps its input's rows in a third slot), odd sizes, a 5x5 depthwise."""
+    nb = NetBuilder("residual_net", np.random.default_rng(5).uniform(-1, 1, (16, 61, 13, 3)), 5)
+    nb.conv(8, 3, 2, name="first_conv")
+    for i, (expand, k) in enumerate(((2, 3), (3, 5))):
+        skip = nb.x
+        nb.conv(8 * expand, 1, name=f"b{i}.expand")
+        nb.depthwise(k, 1, name=f"b{i}.dw")
+        nb.conv(8, 1, act="none", name=f"b{i}.project")
+        nb.add(skip, name=f"b{i}.residual")
+    nb.depthwise(3, 2, name="dw_s2")
+    nb.conv(6, 1, act="none", name="project")
+    nb.mean(keepdims=True, name="pool")
+    nb.reshape((1, 6), name="flatten")
+    nb.fc(4, name="classifier")
+    return nb.graph()
+
+
 @pytest.fixture(scope="module")
 def graph():
     return normalize(odd_net())
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return normalize(residual_net())
+
+
+def test_residual_blocks_are_striped_whole(resnet):
+    """A stage may end after a block's add, never inside a block (the block input is still read there)."""
+    chain = stripe_chain(resnet)
+    assert [n.name for n in chain][-3:] == ["b1.residual", "dw_s2", "project"]
+    assert stage_cuts(resnet, chain) == [1, 5, 9, 10, 11]
+    node, scratch = stage_node(resnet, chain[:9], 2)
+    slot_of, _ = scratch_slots(node.attrs["stage"].graph, 2)
+    assert len(scratch) == 3 and slot_of["first_conv:out"] != slot_of["b0.project:out"]
 
 
 def test_schedule_covers_every_output_row_with_the_rows_it_reads(graph):
@@ -62,14 +109,18 @@ def test_inference_over_budget_runs_in_stripes_bit_exact(graph, tmp_path):
         np.testing.assert_array_equal(model.infer(x), want)
 
 
-@pytest.mark.parametrize("update,head", [("last:2", "keep"), ("last:1", "new:3")])
-def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, tmp_path, update, head):
+@pytest.mark.parametrize("net,update,head", [("odd", "last:2", "keep"), ("odd", "last:1", "new:3"),
+                                             ("res", "last:1", "new:3")])
+def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, resnet, tmp_path, net, update, head):
+    graph = graph if net == "odd" else resnet
     config = TrainConfig(update, head)
     plain = build(graph, "m", train=config).report
     compiled = build(graph, "m", budget=plain["peak_sram_bytes"] - 1, train=config)
     code = compiled.model.train
     assert code.program.graph.nodes[0].op == STAGE_OP and compiled.report["arena_bytes"] < plain["arena_bytes"]
     assert "stripe 1/" in compiled.files["m.c"] and STAGE_OP in compiled.files["plan.txt"]
+    if net == "res":  # the smallest arena stripes through the residual blocks
+        assert "b1.residual" in code.program.graph.nodes[0].name, code.program.graph.nodes[0].name
     model = host.load(write_output(tmp_path / "out", compiled.files), fresh=True)
     trainer = Trainer(graph, update, TrainOptions(head=head))
     rng = np.random.default_rng(1)
@@ -80,12 +131,80 @@ def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, tmp_path, updat
     np.testing.assert_array_equal(model.infer_float(x).reshape(-1), trainer.infer(x).reshape(-1))
 
 
-@pytest.mark.parametrize("length,rows", [(5, 1), (2, 4), (4, 16)])
-def test_any_stage_length_and_stripe_height_is_bit_exact(graph, tmp_path, length, rows):
+def _overwrites_before_read(node, offset: int) -> list[tuple[int, int]]:
+    """Run the stripe schedule over the bytes of the stage input with the output at `offset` inside them:
+    (stripe, layer) of every read of an input byte that an output row had already overwritten."""
+    sub = node.attrs["stage"].graph
+    (x, y) = sub.inputs[0].tensor, sub.outputs[0].tensor
+    rx, ry = (sub[t].shape[2] * sub[t].shape[3] for t in (x, y))
+    base = sub[y].nbytes  # byte 0 of the input; the output may start below it
+    clobbered = np.zeros(base + offset + sub[y].nbytes + sub[x].nbytes, bool)
+    bad = []
+    for k, stripe in enumerate(schedule(sub, int(node.attrs["rows"]))):
+        for i, call in enumerate(stripe):
+            if i == len(stripe) - 1:  # a one-layer call may write before it has read all its rows: first
+                at = base + offset
+                clobbered[at + call.out_rows[0] * ry:at + call.out_rows[1] * ry] = True
+            if x in data_inputs(call.node) and clobbered[base + call.in_rows[0] * rx:base + call.in_rows[1] * rx].any():
+                bad.append((k, i))
+    return bad
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 16])
+@pytest.mark.parametrize("net,length", [("odd", 1), ("odd", 2), ("odd", 3), ("odd", 5), ("res", 5), ("res", 11)])
+def test_output_offset_never_overwrites_input_rows_still_read(graph, resnet, net, length, rows):
+    """The offset is checked by a byte-level run of the schedule; a one-layer stage reads stripe k's first
+    input row in the call that writes its output, so its output cannot start at the input's first byte."""
+    g = graph if net == "odd" else resnet
+    node, _ = stage_node(g, stripe_chain(g)[:length], rows)
+    offset = output_offset(node)
+    if length == 1:
+        assert _overwrites_before_read(node, 0)
+    if offset is None:  # one stripe of one layer reads all its input while it writes: nothing to share
+        assert length == 1 and len(schedule(node.attrs["stage"].graph, rows)) == 1
+        return
+    assert offset <= 0 and offset % 16 == 0
+    assert _overwrites_before_read(node, offset) == []
+    assert _overwrites_before_read(node, offset + 16) != [] or offset == 0  # the highest aligned offset
+
+
+@pytest.mark.parametrize("net,length,rows", [("odd", 5, 1), ("odd", 2, 4), ("odd", 4, 16), ("odd", 3, 2),
+                                             ("res", 5, 1), ("res", 9, 2), ("res", 11, 4)])
+def test_any_stage_length_and_stripe_height_is_bit_exact(graph, resnet, tmp_path, net, length, rows):
+    """Bit-exact on the host, the stage output nested in its input's consumed rows wherever the schedule allows."""
+    graph = graph if net == "odd" else resnet
     node, scratch = stage_node(graph, stripe_chain(graph)[:length], rows)
     staged = with_stage(graph, node, scratch)
-    model = host.load(write_output(tmp_path / "out", build(staged, "m").files), fresh=True)
+    compiled = build(staged, "m")
+    x, y, p = node.inputs[0], node.outputs[0], compiled.model.plan
+    assert p.nested == ((x, y, output_offset(node)),) and p.offset(y) == p.offset(x) + p.nested[0][2]
+    assert "written over the rows of" in compiled.files["plan.txt"]
+    model = host.load(write_output(tmp_path / "out", compiled.files), fresh=True)
     rng = np.random.default_rng(length)
     for _ in range(3):
         x = rng.integers(-128, 128, model.inputs[0].shape).astype(np.int8)
         np.testing.assert_array_equal(model.infer(x), run(graph, x)[graph.outputs[0].tensor])
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
+    """Stripes through residual blocks, the output nested in the input: two train steps in QEMU (Cortex-M7)
+    give the host build's losses and parameters."""
+    config = TrainConfig("last:1", "new:3")
+    plain = build(resnet, "m", "cortex-m7", train=config).report
+    compiled = build(resnet, "m", "cortex-m7", budget=plain["peak_sram_bytes"] - 1, train=config)
+    assert "b1.residual" in compiled.model.train.program.graph.nodes[0].name
+    assert "written over the rows of" in compiled.files["plan.txt"]
+    out = write_output(tmp_path / "m", compiled.files)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, *resnet.inputs[0].shape[1:])).astype(np.float32),
+             y=np.array([1, 2]))
+    data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
+    capsys.readouterr()
+    assert tte_main(["simulate", str(out), *data]) == 0
+    on_host = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert tte_main(["run", str(out), "--emulator", *data]) == 0
+    on_device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]

@@ -73,6 +73,12 @@ def _mask_cases() -> list[tuple[Graph, Graph]]:
         g = _pointwise(k, hw, cin, cout, act=(-110, 70))
         cases.append(T.mask_case(g))
         cases.append(T.mask_case(T.renamed(g, "/split"), split=0.4, seed=k))
+    # The full clamp range takes the GEMM pass (tte_gemm_mask_pair): depth a multiple of 4 or not (DSP: fallback),
+    # an odd last pixel, odd cout (fallback), depth past TTE_GEMM_MASK_DEPTH (DSP: fallback)
+    for k, (hw, cin, cout) in enumerate([(3, 8, 6), (4, 20, 10), (2, 6, 4), (3, 12, 5), (1, 16, 2), (2, 388, 4)]):
+        g = _pointwise(50 + k, hw, cin, cout, act=(-128, 127))
+        cases.append(T.mask_case(g))
+        cases.append(T.mask_case(T.renamed(g, "/split"), split=0.4, seed=k))
     for k, (hw, ch, kernel, stride) in enumerate([(5, 4, 3, 1), (6, 7, 3, 2), (4, 13, 5, 1), (3, 9, 3, 1)]):
         g = _depthwise(k, hw, ch, kernel, stride, act=(-100, 90))
         cases.append(T.mask_case(g))

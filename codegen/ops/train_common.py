@@ -17,7 +17,8 @@ from tte.ir import Graph, Node
 
 # Where a node carries the SRAM part of a split weight (absent or '' when the weight is whole).
 SRAM_INPUT = {"conv2d_mask": 3, "depthwise_conv2d_mask": 3, "fully_connected_mask": 3,
-              "conv2d_input_grad": 2, "depthwise_conv2d_input_grad": 2, "fully_connected_input_grad": 2}
+              "conv2d_input_grad": 2, "depthwise_conv2d_input_grad": 2, "fully_connected_input_grad": 2,
+              "block_grad": 12}
 SRAM_CHANNELS = "sram_channels"
 MAX_CHANNEL = (1 << 15) - 1  # channel indices are int16 in the kernels
 

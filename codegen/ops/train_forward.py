@@ -39,6 +39,12 @@ from tte.quant import conv_multipliers
 
 ACC_LIMIT = 1 << 15  # taps x input channels of one int32 dot product (tte_dot.h)
 MASKS = "src/train_mask_eltwise.c"
+# the weight layers' mask kernels and what they call: the pointwise GEMM pass, the depthwise groups and runs
+MASK_SOURCES = {
+    "tte_conv2d_mask_s8": ("src/train_mask_conv.c", "src/gemm_mask_s8.c"),
+    "tte_fully_connected_mask_s8": ("src/train_mask_conv.c", "src/gemm_mask_s8.c"),
+    "tte_depthwise_conv2d_mask_s8": ("src/train_mask_dw.c", "src/depthwise_conv2d.c", "src/depthwise_runs.c"),
+}
 
 
 def _mask(node: Node, ref: Ref) -> str:
@@ -67,8 +73,7 @@ def _weight_layer(node: Node, graph: Graph, ref: Ref, const_name: ConstName, fn:
     ]
     call = (f"{fn}(&params, &quant, &in_dims, {ref(x.name)}, &filter_dims, {ref(w.name)}, {part}, "
             f"{optional_ref(node, 2, ref)}, &out_dims, {ref(y.name)}, {_mask(node, ref)});")
-    source = "src/train_mask_dw.c" if fn == "tte_depthwise_conv2d_mask_s8" else "src/train_mask_conv.c"
-    return CCall(block(decls, call), consts + part_consts, [source])
+    return CCall(block(decls, call), consts + part_consts, list(MASK_SOURCES[fn]))
 
 
 @emitter("conv2d_mask")

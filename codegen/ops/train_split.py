@@ -25,6 +25,7 @@ import numpy as np
 from codegen.ops.train_common import SRAM_CHANNELS, SRAM_INPUT
 from tte.ir import Graph, IOSpec, Node, QParams, Tensor
 from tte.train import TrainingGraph
+from tte.train.block_grad import BLOCK_GRAD
 from tte.train.update_ops import WEIGHT_UPDATE_OPS, written_channels
 
 SRAM_SUFFIX = ":sram"
@@ -38,7 +39,7 @@ def split_trained_weights(tg: TrainingGraph) -> TrainingGraph:
     state = dict(tg.state)
     nodes = list(g.nodes)
     for k, node in enumerate(g.nodes):
-        if node.op not in WEIGHT_UPDATE_OPS:
+        if not _updates_weight(node):
             continue
         w = g[node.inputs[2]]
         cols = written_channels(node)
@@ -63,6 +64,11 @@ def split_trained_weights(tg: TrainingGraph) -> TrainingGraph:
     return replace(tg, graph=graph, state=tuple(state.items()))
 
 
+def _updates_weight(node: Node) -> bool:
+    """A weight update, or a fused block backward whose pw1 weight trains (its input 2, as for the updates)."""
+    return node.op in WEIGHT_UPDATE_OPS or (node.op == BLOCK_GRAD and bool(node.inputs[2]))
+
+
 def _sram_tensor(w: Tensor, cols: np.ndarray) -> Tensor:
     data = np.ascontiguousarray(w.data[..., cols])
     q = w.quant
@@ -84,6 +90,6 @@ def sram_view(graph: Graph, tensor: str) -> tuple[str, np.ndarray] | None:
         return None
     whole = tensor[: -len(SRAM_SUFFIX)]
     for node in graph.nodes:
-        if node.op in WEIGHT_UPDATE_OPS and node.inputs[2] == tensor:
+        if _updates_weight(node) and node.inputs[2] == tensor:
             return whole, written_channels(node)
     return None

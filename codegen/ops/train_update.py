@@ -24,6 +24,7 @@ from codegen.ops._common import block, dims4, dims_literal, struct_literal
 from codegen.ops.train_common import channel_array, float_array, float_literal, rng_ref, state_copy
 from tte.errors import UnsupportedError
 from tte.ir import Graph, Node
+from tte.train.block_grad import STATE_PAIRS
 
 BIAS_OPS = ("bias_update", "bias_update_f32")
 WEIGHT_OPS = ("conv2d_weight_update", "depthwise_conv2d_weight_update", "fully_connected_weight_update",
@@ -32,6 +33,8 @@ WEIGHT_OPS = ("conv2d_weight_update", "depthwise_conv2d_weight_update", "fully_c
 
 def inplace_outputs(node: Node) -> list[tuple[str, str]]:
     """(input, output) pairs of a node that updates tensors in place: its parameter and its PRNG state."""
+    if node.op in STATE_PAIRS:  # the fused block backward (tte/train/block_grad.py)
+        return STATE_PAIRS[node.op](node)
     if node.op in BIAS_OPS:
         param = 1
     elif node.op in WEIGHT_OPS:

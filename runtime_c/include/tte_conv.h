@@ -15,11 +15,13 @@
  * the right shifts are <= 24 (tte_requant_fast_s8: 6 plus the store). Measured in QEMU (instructions per MAC,
  * M7, bench/profile.py on mbv2-w0.35): 1x1 conv with 8 input channels 2.6, 16 1.9, 48 and more 1.3-1.6
  * (weights widened first up to depth 384; 2.8, 2.1 and 1.5-1.7 without);
- * depthwise 3x3 5.3, 5x5 4.7, 7x7 3.8; first conv (3x3, stride 2, 3 input channels) 1.7 (conv2d_wide.c; 3.5
- * before it).
+ * depthwise 3x3 3.8-4.9 (the runs of depthwise_runs.c, assembly; 5.3-5.9 before), 5x5 and 7x7 3.2-3.6 (4.3
+ * before; proxyless-w0.3 and mcunet-5fps); first conv (3x3, stride 2, 3 input channels) 1.7 (conv2d_wide.c;
+ * 3.5 before it).
  * Stack: conv2d about 2.2 KB (conv2d_wide.c: a pool of TTE_CONV_WIDE_WORDS words for the widened weights and
  * windows; otherwise two int16 windows of TTE_CONV_PATCH_MAX taps and one int8 window: define them smaller to
- * trade speed for stack), depthwise about 1.2 KB (TTE_DW_MAX_TAPS widened weights), conv2d_1x1 about 1.9 KB
+ * trade speed for stack), depthwise about 1.0 KB (TTE_DW_MAX_TAPS widened weights, or three sets of 3x3 run
+ * constants), conv2d_1x1 about 1.9 KB
  * (a column pair's weights widened to int16 for depths up to TTE_GEMM_WIDE_DEPTH = 384, gemm_s8.c).
  */
 #ifndef TTE_CONV_H

@@ -22,4 +22,28 @@ void tte_gemm_s8(const tte_gemm_params *params, const tte_requant *quant, int32_
                  const int8_t *lhs, int32_t cols, int32_t depth, const int8_t *rhs, const int32_t *bias,
                  int8_t *out);
 
+/* The largest depth tte_gemm_mask_pair takes with DSP: its stack buffer holds a column pair's weights as int16
+ * (4 * TTE_GEMM_MASK_DEPTH bytes). */
+#ifndef TTE_GEMM_MASK_DEPTH
+#define TTE_GEMM_MASK_DEPTH 384
+#endif
+
+/* One column pair (output channels c, c + 1) of a pointwise convolution with its 1-bit clamp mask, for the full
+ * clamp range [-128, 127] and a requantization of tte_fast_out_ok (tte_fixedpoint.h). The caller fills the
+ * fields before w0; the assembly reads them at fixed offsets (pointers are 32-bit there). */
+typedef struct {
+    int32_t bias0, bias1; /* bias + lhs_offset * sum(w) of each column, wrapping */
+    int32_t m0, k0, m1, k1, sh0, sh1; /* multiplier, tte_fast_k_out (zero point inside) and fast_sh */
+    const int8_t *w0, *w_end, *x_end; /* set by tte_gemm_mask_pair */
+    uint8_t *mask; /* cleared by the caller; bit i = element i (NHWC order of the output) */
+    int32_t idx;   /* mask index of the first output (row 0, column c); advanced by the pass */
+} tte_gemm_mask_args;
+
+/* out[r * cols + c + j] (j = 0, 1) = SSAT(MBQM(bias_j + sum_k lhs[r * depth + k] * w_j[k]) + zp, 8) for rows
+ * r < (rows & ~1), and the mask bits (value before the clamp inside [-128, 127]) ORed in at pair->idx + r * cols
+ * + j. Returns the rows done: rows & ~1, or 0 when the pass does not apply (cols or idx odd, rows < 2, or with
+ * DSP a depth that is not a multiple of 4 or above TTE_GEMM_MASK_DEPTH); the caller computes the rest. */
+int32_t tte_gemm_mask_pair(tte_gemm_mask_args *pair, int32_t rows, const int8_t *lhs, int32_t depth, int32_t cols,
+                           const int8_t *w0, const int8_t *w1, int8_t *out);
+
 #endif /* TTE_GEMM_H */

@@ -8,6 +8,7 @@
 
 #include "tte_types.h"
 
+#include "tte_block_grad.h"
 #include "tte_broadcast.h"
 #include "tte_concat.h"
 #include "tte_conv.h"

@@ -21,6 +21,7 @@ typedef struct {
     int32_t wk[TTE_DW_INPLACE_MAX_TAPS];
 #if TTE_HAVE_DSP
     uint32_t even[TTE_DW_INPLACE_MAX_GROUPS], odd[TTE_DW_INPLACE_MAX_GROUPS]; /* per row and 4-tap group */
+    uint32_t even1[3], odd1[3]; /* 3x3: a row's weights for the window one byte to the right of the word */
 #endif
 } dw_chan;
 
@@ -63,6 +64,10 @@ static void chan_weights(dw_chan *k, const int8_t *w, int32_t stride, int32_t bi
                 k->even[t] = tap16(k, ky, 4 * g) | (tap16(k, ky, 4 * g + 2) << 16);
                 k->odd[t] = tap16(k, ky, 4 * g + 1) | (tap16(k, ky, 4 * g + 3) << 16);
             }
+        }
+        for (ky = 0; ky < 3 && k->kh == 3 && k->kw == 3; ky++) { /* bytes 1..3 of the word: taps 0..2 */
+            k->even1[ky] = tap16(k, ky, 1) << 16;
+            k->odd1[ky] = tap16(k, ky, 0) | (tap16(k, ky, 2) << 16);
         }
     }
 #endif
@@ -134,10 +139,40 @@ static TTE_ALWAYS_INLINE int32_t window_acc(const dw_chan *k, const int8_t *x, i
     return acc;
 }
 
+#if TTE_HAVE_DSP
+/* The 3x3 windows at x and x + 1 (stride 1): each row's word serves both, its halfword pairs multiplied with the
+ * second window's weights packed one byte over (even1, odd1). */
+static TTE_ALWAYS_INLINE void window_pair_3x3(const dw_chan *k, const int8_t *x, int32_t *acc0, int32_t *acc1)
+{
+    int32_t s0 = k->start, s1 = k->start, ky;
+    for (ky = 0; ky < 3; ky++, x += k->pw) {
+        const uint32_t v = tte_read_s8x4(x);
+        const uint32_t e = tte_sxtb16(v), o = tte_sxtb16_ror8(v);
+        s0 = tte_smlad(e, k->even[ky], s0);
+        s0 = tte_smlad(o, k->odd[ky], s0);
+        s1 = tte_smlad(e, k->even1[ky], s1);
+        s1 = tte_smlad(o, k->odd1[ky], s1);
+    }
+    *acc0 = s0;
+    *acc1 = s1;
+}
+#endif
+
 typedef struct {
     tte_channel_rq rq;
     tte_out_stage o;
 } chan_out;
+
+/* Output i from accumulator acc (with its mask bit when masked). */
+static TTE_ALWAYS_INLINE void chan_out1(const chan_out *co, int32_t acc, int8_t *out, uint8_t *mask, int32_t i,
+                                        int masked, int fast)
+{
+    if (masked) {
+        tte_out_mask_at(out, mask, i, tte_channel_rq_apply(&co->rq, acc), &co->o);
+    } else {
+        out[i] = tte_requant_out(&co->rq, acc, &co->o, fast);
+    }
+}
 
 /* Every output pixel of one channel, from its plane, written at (p * channels + c); with a mask its bits too.
  * masked, fast (tte_fast_ok), shape: constants of each instance. */
@@ -152,13 +187,19 @@ static TTE_ALWAYS_INLINE void chan_forward(const dw_chan *kp, const chan_out *co
     int32_t oy, ox, i = c;
     for (oy = 0; oy < k->oh; oy++) {
         const int8_t *x = plane + oy * k->sh * k->pw;
-        for (ox = 0; ox < k->ow; ox++, x += k->sw, i += channels) {
-            const int32_t acc = window_acc(k, x, shape);
-            if (masked) {
-                tte_out_mask_at(out, mask, i, tte_channel_rq_apply(&co.rq, acc), &co.o);
-            } else {
-                out[i] = tte_requant_out(&co.rq, acc, &co.o, fast);
+        ox = 0;
+#if TTE_HAVE_DSP
+        if (shape == SHAPE_3X3 && k->sw == 1) { /* two windows a step */
+            for (; ox + 2 <= k->ow; ox += 2, x += 2, i += 2 * channels) {
+                int32_t acc0, acc1;
+                window_pair_3x3(k, x, &acc0, &acc1);
+                chan_out1(&co, acc0, out, mask, i, masked, fast);
+                chan_out1(&co, acc1, out, mask, i + channels, masked, fast);
             }
+        }
+#endif
+        for (; ox < k->ow; ox++, x += k->sw, i += channels) {
+            chan_out1(&co, window_acc(k, x, shape), out, mask, i, masked, fast);
         }
     }
 }

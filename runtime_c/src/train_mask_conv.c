@@ -18,6 +18,7 @@
  * channels from SRAM.
  */
 #include "tte_dot.h"
+#include "tte_gemm.h"
 #include "tte_train.h"
 #include "tte_train_util.h"
 
@@ -141,6 +142,29 @@ static int32_t pw_pair_fast(const pw_pair *a, const tte_out_stage *o, const int8
     return p;
 }
 
+/* The pixel pairs of a channel pair through the GEMM pass (tte_gemm_mask_pair) when its clamp is [-128, 127] and
+ * both requantizations fold the zero point (tte_fast_k_out); returns the pixels done (0: not taken). */
+static int32_t pw_pair_gemm(const pw_pair *a, const tte_out_stage *o, const int8_t *in, int32_t pixels, int8_t *out,
+                            uint8_t *mask)
+{
+    tte_gemm_mask_args g;
+    if (o->act_min != -128 || o->act_max != 127 || a->rq[0].shift < -TTE_FAST_OUT_MAX_SHIFT ||
+        a->rq[1].shift < -TTE_FAST_OUT_MAX_SHIFT) {
+        return 0;
+    }
+    g.bias0 = a->k[0];
+    g.bias1 = a->k[1];
+    g.m0 = a->rq[0].multiplier;
+    g.k0 = tte_fast_k_out(&a->rq[0], o->offset);
+    g.m1 = a->rq[1].multiplier;
+    g.k1 = tte_fast_k_out(&a->rq[1], o->offset);
+    g.sh0 = a->rq[0].fast_sh;
+    g.sh1 = a->rq[1].fast_sh;
+    g.mask = mask;
+    g.idx = a->ch[0];
+    return tte_gemm_mask_pair(&g, pixels, in, a->cin, a->cout, a->w[0], a->w[1], out + a->ch[0]);
+}
+
 /* 1x1 kernel with every tap inside the image: blocks of 2 output channels (outer) x 2 pixels. An odd last channel
  * or pixel is computed twice and written once. A split weight with at most TTE_MASK_ROW_MAX input channels has
  * its two rows merged once per channel pair; a wider one adds the trained channels' correction per output. */
@@ -172,7 +196,10 @@ static void conv_pointwise_mask(const tte_conv_params *params, const tte_requant
         }
         p = 0;
         if (dense && a.part == NULL && a.ch[1] != oc && a.rq[0].fast_k != 0 && a.rq[1].fast_k != 0) {
-            p = pw_pair_fast(&a, &o, in, pixels, out, mask);
+            p = pw_pair_gemm(&a, &o, in, pixels, out, mask);
+            if (p == 0) {
+                p = pw_pair_fast(&a, &o, in, pixels, out, mask);
+            }
         }
         for (; p < pixels; p += 2) {
             const int32_t p1 = p + 1 < pixels ? p + 1 : p;

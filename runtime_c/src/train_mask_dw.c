@@ -2,11 +2,13 @@
  * (tte_train.h), with the integer arithmetic of the forward kernels (see train_mask_conv.c), so its int8 output
  * equals theirs bit for bit; the requantized value before the clamp gives the mask bit in the same pass.
  *
- * Fast path: multiplier 1 and a whole weight go four channels at a time (adjacent bytes, accumulated in registers,
- * with SMLABB/SMLATT on the DSP path, their requantization prepared once per group); where all four channels'
- * requantization takes tte_mbqm_right2, the output stage runs from locals and writes four mask bits at once
- * (tte_fast_out, tte_put_bits4). Other multipliers and split weights take the general path.
+ * A whole weight with multiplier 1 takes the forward kernel's four-channel groups and 3x3 runs with the mask flag
+ * (tte_depthwise_conv2d_mask_groups_s8, depthwise_conv2d.c). Kernels too large for those groups go four channels
+ * at a time here (dw_mask_mult1: adjacent bytes accumulated in registers, SMLABB/SMLATT on the DSP path; where all
+ * four channels' requantization takes tte_mbqm_right2 the output stage writes four mask bits at once). Other
+ * multipliers and split weights take the general path.
  */
+#include "tte_depthwise_fast.h"
 #include "tte_simd.h"
 #include "tte_train.h"
 #include "tte_train_util.h"
@@ -160,6 +162,11 @@ void tte_depthwise_conv2d_mask_s8(const tte_dw_conv_params *params, const tte_re
     const int32_t kh = filter_dims->h, kw = filter_dims->w, x_off = params->input_offset;
     tte_bit_writer bits = tte_bits_start(mask);
     int32_t n, oy, ox, c, m, ky, kx;
+    if (part == NULL &&
+        tte_depthwise_conv2d_mask_groups_s8(params, quant, in_dims, in, filter_dims, filter, bias, out_dims, out,
+                                            mask)) {
+        return;
+    }
     if (mult == 1 && part == NULL && c_in >= 4) {
         dw_mask_mult1(params, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, mask);
         return;

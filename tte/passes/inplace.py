@@ -20,6 +20,8 @@ are live at one step never share an offset otherwise), and find the scratch at `
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -46,6 +48,17 @@ class Scratch:
     name: str
     size: int
     step: int
+
+
+def tensor_bytes(graph: Graph, name: str) -> int:
+    """`graph[name].nbytes` without numpy (the planners ask for it thousands of times per plan)."""
+    t = graph[name]
+    return math.prod(t.shape) * _itemsize(t.dtype)
+
+
+@functools.cache
+def _itemsize(dtype: str) -> int:
+    return int(np.dtype(dtype).itemsize)
 
 
 def scratch_name(node: Node) -> str:
@@ -81,8 +94,8 @@ def scratch_bytes(node: Node, graph: Graph) -> int:
 
 def _candidates(node: Node, graph: Graph, depthwise: bool) -> tuple[int, ...]:
     if node.op in SAME_SIZE_OPS:
-        out = graph[node.outputs[0]].nbytes
-        return tuple(i for i in SAME_SIZE_OPS[node.op] if graph[node.inputs[i]].nbytes == out)
+        out = tensor_bytes(graph, node.outputs[0])
+        return tuple(i for i in SAME_SIZE_OPS[node.op] if tensor_bytes(graph, node.inputs[i]) == out)
     return (0,) if depthwise and depthwise_inplace_ok(node, graph) else ()
 
 
@@ -131,7 +144,8 @@ def inplace_roots(graph: Graph, roots: Mapping[str, str], external: Iterable[str
             if root in fixed or out in fixed or out in roots or graph[root].is_const or last.get(root) != step:
                 continue
             if node.op in DEPTHWISE_OPS:
-                grows = graph[out].nbytes > graph[root].nbytes  # the input must keep a step of its own then
+                # the input must keep a step of its own then
+                grows = tensor_bytes(graph, out) > tensor_bytes(graph, root)
                 if last.get(out, step) <= step or (grows and made[root] >= step - 1):
                     continue
                 found.ties.append((root, out, step))

@@ -1,16 +1,17 @@
-"""The memory planner: place buffers with lifetimes in one arena, as TFLite Micro's GreedyMemoryPlanner does.
+"""The memory planner: place buffers with lifetimes in one arena.
 
 The planner sees only intervals: a buffer has a name, a size in bytes and the first and last step (inclusive)
 at which it is live. Two buffers whose lifetimes overlap must not share bytes; buffers that are never live at
-the same time may. Placement is greedy: largest buffer first, each at the lowest aligned offset that does not
-collide with an already placed buffer whose lifetime overlaps its own (first fit).
+the same time may. Placement is greedy in a few orders (tte/passes/placement.py; the first is TFLite Micro's
+GreedyMemoryPlanner: largest first, lowest offset), the smallest arena wins; plans are memoized by their inputs.
 
 `graph_buffers` turns an inference graph into such intervals (steps = node indices). Graph inputs and outputs
 live in the caller's buffers, not in the arena; outputs of `inplace_alias` ops (reshape) share their input's
 bytes. A depthwise convolution whose input dies there may write its output over it (tte/passes/inplace.py):
 input and output are then `tied` to one offset, and the in-place kernel's scratch plane is one more buffer,
-live at that node. Training adds saved activations, masks and gradients as more intervals with the same `plan`
-function.
+live at that node. A striped stage's output may be `nested` in its input's bytes at a fixed distance
+(tte/passes/stripes.py: no stripe overwrites input rows still read). Training adds saved activations, masks and
+gradients as more intervals with the same `plan` function.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 
 from tte import ops
 from tte.ir import Graph
-from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tie_spans
+from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tensor_bytes, tie_spans
+from tte.passes.placement import live_profile, place
+from tte.passes.stripes import stage_nests
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class MemoryPlan:
     step_names: tuple[str, ...] = ()
     kinds: dict[str, str] = field(default_factory=dict)  # buffer -> what it holds (train steps: mask, ...)
     tied: tuple[tuple[str, str], ...] = ()  # buffer pairs at one offset: an in-place kernel's input and output
+    nested: tuple[tuple[str, str, int], ...] = ()  # (a, b, delta): b at a + delta, over bytes of a no longer read
+    order: str = ""  # the placement order that gave this plan (tte/passes/placement.py)
 
     def offset(self, name: str) -> int:
         """The arena offset of a buffer or of a tensor aliased to one."""
@@ -68,8 +73,9 @@ class MemoryPlan:
         return sorted(live, key=lambda b: (-b.size, b.name))
 
     def live_bytes(self) -> list[int]:
-        """Bytes live at each step (unaligned sizes): a lower bound for any arena."""
-        return [sum(b.size for b in self.live_at(s)) for s in range(self.num_steps)]
+        """Bytes live at each step (unaligned sizes; a nested buffer's bytes inside its host count once): a lower
+        bound for any arena."""
+        return live_profile(self.buffers, self.nested, self.num_steps)
 
     @property
     def num_steps(self) -> int:
@@ -92,82 +98,56 @@ class MemoryPlan:
         return _plan_text(self, width)
 
 
-def _align(n: int, alignment: int) -> int:
-    return (n + alignment - 1) // alignment * alignment
-
-
 def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[str] = (),
          aliases: dict[str, str] | None = None, fixed: Mapping[str, int] | None = None,
-         kinds: Mapping[str, str] | None = None, tied: Iterable[tuple[str, str]] = ()) -> MemoryPlan:
-    """Greedy placement (TFLite Micro's GreedyMemoryPlanner): largest first, first fit among overlapping buffers.
+         kinds: Mapping[str, str] | None = None, tied: Iterable[tuple[str, str]] = (),
+         nested: Iterable[tuple[str, str, int]] = ()) -> MemoryPlan:
+    """Place the buffers in one arena: the smallest of several greedy placements (tte/passes/placement.py), the
+    first of which is TFLite Micro's GreedyMemoryPlanner (largest first, lowest offset).
 
-    Ties are broken by first use, then name, so the same intervals always give the same plan. Buffers named in
-    `fixed` are placed first, at the given (aligned) offsets: a graph input that two entry points share. Each
-    pair in `tied` must get one offset (an in-place kernel's input and output, disjoint in time): tied buffers
-    are placed together, at the lowest offset where each of them fits, in the order of their largest member.
+    The same intervals always give the same plan. Buffers named in `fixed` are placed first, at the given
+    (aligned) offsets: a graph input that two entry points share. Each pair in `tied` gets one offset (an
+    in-place kernel's input and output, disjoint in time). Each (a, b, delta) in `nested` puts b at offset(a) +
+    delta (aligned, maybe negative) although both are live at one step: the caller proved that b never
+    overwrites bytes of a that are still read (a stripe stage's output over its consumed input rows).
     """
     if alignment <= 0 or alignment & (alignment - 1):
         raise ValueError(f"alignment {alignment} is not a power of two")
     buffers = tuple(buffers)
-    if len({b.name for b in buffers}) != len(buffers):
-        raise ValueError("buffer names must be unique")
     fixed = dict(fixed or {})
-    if any(o % alignment for o in fixed.values()) or not set(fixed) <= {b.name for b in buffers}:
+    # a nest that would put its output below the arena's start under a fixed input is dropped (shares no byte)
+    tied, nested = tuple(tied), tuple((a, b, d) for a, b, d in nested if a not in fixed or fixed[a] + d >= 0)
+    key = (buffers, alignment, tuple(sorted(fixed.items())), tied, nested)
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = _place(buffers, alignment, fixed, tied, nested)
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))  # the oldest entry
+        _MEMO[key] = hit
+    offsets, arena, order = hit
+    return MemoryPlan(buffers, dict(offsets), arena, alignment, dict(aliases or {}), tuple(step_names),
+                      dict(kinds or {}), tied, nested, order)
+
+
+# plans by their inputs: the scheme search plans the same inference graph and stripe options again and again
+MEMO_SIZE = 256
+_MEMO: dict[tuple, tuple[dict[str, int], int, str]] = {}
+
+
+def _place(buffers: tuple[Buffer, ...], alignment: int, fixed: dict[str, int], tied: tuple[tuple[str, str], ...],
+           nested: tuple[tuple[str, str, int], ...]) -> tuple[dict[str, int], int, str]:
+    index = {b.name: i for i, b in enumerate(buffers)}
+    if len(index) != len(buffers):
+        raise ValueError("buffer names must be unique")
+    if any(o % alignment for o in fixed.values()) or not set(fixed) <= set(index):
         raise ValueError(f"fixed offsets {fixed} must be aligned and name planned buffers")
-    tied = tuple(tied)
-    placed = sorted(((fixed[b.name], b) for b in buffers if b.name in fixed), key=lambda p: (p[0], p[1].name))
-    offsets = {b.name: o for o, b in placed}  # (offset, buffer) pairs above are kept sorted by offset
-    for group in _groups([b for b in buffers if b.name not in fixed], tied):
-        offset = _group_fit(group, placed, alignment)
-        for buf in group:
-            offsets[buf.name] = offset
-            placed.append((offset, buf))
-        placed.sort(key=lambda p: (p[0], p[1].name))
-    arena = max((_align(o + b.size, alignment) for o, b in placed), default=0)
-    return MemoryPlan(buffers, offsets, arena, alignment, dict(aliases or {}), tuple(step_names), dict(kinds or {}),
-                      tied)
-
-
-def _groups(buffers: list[Buffer], tied: tuple[tuple[str, str], ...]) -> list[list[Buffer]]:
-    """The buffers in placement units (tied ones together), largest unit first."""
-    parent = {b.name: b.name for b in buffers}
-
-    def find(n: str) -> str:
-        while parent[n] != n:
-            n = parent[n]
-        return n
-
-    for a, b in tied:
-        if a not in parent or b not in parent:
-            raise ValueError(f"tied buffers {a}, {b} must be planned and not fixed")
-        parent[find(b)] = find(a)
-    units: dict[str, list[Buffer]] = {}
-    for b in buffers:
-        units.setdefault(find(b.name), []).append(b)
-    return sorted(units.values(), key=lambda g: (-max(b.size for b in g), min(b.first for b in g),
-                                                 min(b.name for b in g)))
-
-
-def _group_fit(group: list[Buffer], placed: list[tuple[int, Buffer]], alignment: int) -> int:
-    """The lowest aligned offset where every buffer of the group fits (first fit of each, until they agree)."""
-    offset = 0
-    while True:
-        fits = [_first_fit(buf, placed, alignment, offset) for buf in group]
-        if all(f == offset for f in fits):
-            return offset
-        offset = max(fits)
-
-
-def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], alignment: int, start: int = 0) -> int:
-    """The lowest aligned offset >= `start` where `buf` fits between the placed buffers whose lifetimes overlap."""
-    candidate = start
-    for offset, other in placed:
-        if not buf.overlaps(other) or other.size == 0 or offset + other.size <= candidate:
-            continue
-        if offset >= candidate + buf.size:
-            break  # the gap before `other` is large enough
-        candidate = max(candidate, _align(offset + other.size, alignment))
-    return candidate
+    links = [(a, b, 0) for a, b in tied] + list(nested)
+    for a, b, delta in links:
+        if a not in index or b not in index or delta % alignment:
+            raise ValueError(f"linked buffers {a}, {b} must be planned, at an aligned distance ({delta})")
+    offsets, arena, order = place(buffers, alignment, {index[n]: o for n, o in fixed.items()},
+                                  [(index[a], index[b], d) for a, b, d in links])
+    return {b.name: o for b, o in zip(buffers, offsets, strict=True)}, arena, order
 
 
 # --- inference graphs -----------------------------------------------------------------------------------------
@@ -200,10 +180,10 @@ def graph_buffers(graph: Graph, external: Iterable[str] = (), copies: Iterable[s
     kernel's scratch plane is a buffer too (tte/passes/inplace.py).
     """
     found = inplace_roots(graph, alias_roots(graph, copies), set(external), inplace)
-    return _graph_buffers(graph, set(external), found)
+    return _graph_buffers(graph, set(external), found)[:3]
 
 
-def _graph_buffers(graph: Graph, external: set[str], found: InPlace
+def _graph_buffers(graph: Graph, external: set[str], found: InPlace, alignment: int = 16
                    ) -> tuple[list[Buffer], dict[str, str], list[tuple[str, str]]]:
     roots = found.roots
     first: dict[str, int] = {}
@@ -223,11 +203,12 @@ def _graph_buffers(graph: Graph, external: set[str], found: InPlace
     for io in graph.outputs:
         last[roots.get(io.tensor, io.tensor)] = end
     spans = {r: (first[r], last[r]) for r in first if r not in external and not graph[r].is_const}
-    tie_spans(spans, {r: graph[r].nbytes for r in spans}, found.ties)
-    buffers = [Buffer(r, graph[r].nbytes, a, b) for r, (a, b) in spans.items()]
+    sizes = {r: tensor_bytes(graph, r) for r in spans}
+    tie_spans(spans, sizes, found.ties)
+    buffers = [Buffer(r, sizes[r], a, b) for r, (a, b) in spans.items()]
     buffers += [Buffer(s.name, s.size, s.step, s.step) for s in found.scratch]
     aliases = {t: r for t, r in roots.items() if r not in external}
-    return buffers, aliases, [(x, y) for x, y, _ in found.ties]
+    return buffers, aliases, [(x, y) for x, y, _ in found.ties], stage_nests(graph, spans, roots, alignment)
 
 
 def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
@@ -239,8 +220,8 @@ def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
 
     def make(found: InPlace) -> MemoryPlan:
-        buffers, aliases, tied = _graph_buffers(graph, external, found)
-        return plan(buffers, alignment, names, aliases, fixed, tied=tied)
+        buffers, aliases, tied, nested = _graph_buffers(graph, external, found, alignment)
+        return plan(buffers, alignment, names, aliases, fixed, tied=tied, nested=nested)
 
     return fewest_ties(inplace_roots(graph, alias_roots(graph, copies), external, inplace), make, target)
 
@@ -252,7 +233,8 @@ def _plan_text(p: MemoryPlan, width: int) -> str:
     steps = p.num_steps
     lines = [
         f"arena {p.arena_bytes} bytes, peak live {p.peak_live_bytes} bytes at step {p.peak_step} "
-        f"({p.step_label(p.peak_step)}), {len(p.buffers)} buffers, alignment {p.alignment}",
+        f"({p.step_label(p.peak_step)}), {len(p.buffers)} buffers, alignment {p.alignment}"
+        + (f", placed by {p.order}" if p.order else ""),
         "",
     ]
     if p.kinds:
@@ -268,6 +250,9 @@ def _plan_text(p: MemoryPlan, width: int) -> str:
         lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{tensor} -> shares {root}")
     for x, y in p.tied:
         lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{y} -> computed in place over {x}")
+    for x, y, delta in p.nested:
+        lines.append(f"{'':>8} {'':>8} {'':>5} {'':>5}  {'':<{kind_w}}{y} -> written over the rows of {x} "
+                     f"no later stripe reads ({delta:+d})")
     if steps:
         lines += ["", _timeline(p, order, steps, width)]
     return "\n".join(lines) + "\n"

@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from tte.ir import Graph
-from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tie_spans
+from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tensor_bytes, tie_spans
 from tte.passes.memory_plan import Buffer, MemoryPlan, alias_roots, plan
+from tte.passes.placement import live_profile
+from tte.passes.stripes import stage_nests
 
 KINDS = ("input", "activation", "saved", "mask", "gradient", "scratch")
 
@@ -64,15 +66,36 @@ def plan_train_step(graph: Graph, num_forward: int, masks: Iterable[str], extern
     external = set(external)
     masks = set(masks)
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
+    found = train_aliases(graph, external, inplace)
+    # the variants `fewest_ties` tries differ in ties and scratch only: spans, sizes and kinds are shared
+    base = _intervals(graph, found.roots, external)
+    sizes = {r: tensor_bytes(graph, r) for r in base}
+    base_kinds = {r: buffer_kind(graph, r, span, num_forward, masks) for r, span in base.items()}
+    aliases = {t: r for t, r in found.roots.items() if r in base}
 
-    def make(found: InPlace) -> MemoryPlan:
-        spans = _intervals(graph, found.roots, external)
-        kinds = {r: buffer_kind(graph, r, span, num_forward, masks) for r, span in spans.items()}
-        tie_spans(spans, {r: graph[r].nbytes for r in spans}, found.ties)
-        buffers = [Buffer(r, graph[r].nbytes, a, b) for r, (a, b) in spans.items()]
-        buffers += [Buffer(s.name, s.size, s.step, s.step) for s in found.scratch]
-        kinds.update((s.name, "scratch") for s in found.scratch)
-        aliases = {t: r for t, r in found.roots.items() if r in spans}
-        return plan(buffers, alignment, names, aliases, fixed, kinds, [(x, y) for x, y, _ in found.ties])
+    def make(variant: InPlace) -> MemoryPlan:
+        spans = dict(base)
+        tie_spans(spans, sizes, variant.ties)
+        buffers = [Buffer(r, sizes[r], a, b) for r, (a, b) in spans.items()]
+        buffers += [Buffer(s.name, s.size, s.step, s.step) for s in variant.scratch]
+        kinds = {**base_kinds, **{s.name: "scratch" for s in variant.scratch}}
+        return plan(buffers, alignment, names, aliases, fixed, kinds, [(x, y) for x, y, _ in variant.ties],
+                    stage_nests(graph, spans, found.roots, alignment))
 
-    return fewest_ties(train_aliases(graph, external, inplace), make)
+    return fewest_ties(found, make)
+
+
+def train_floor(graph: Graph, external: Iterable[str], alignment: int = 16, inplace: bool = True) -> int:
+    """A lower bound of `plan_train_step`'s arena, without placing anything: the most live bytes at one step,
+    each in-place depthwise candidate counted in place where that saves bytes (rounded up to the alignment)."""
+    external = set(external)
+    found = train_aliases(graph, external, inplace)
+    spans = _intervals(graph, found.roots, external)
+    sizes = {r: tensor_bytes(graph, r) for r in spans}
+    live = live_profile([Buffer(r, sizes[r], a, b) for r, (a, b) in spans.items()],
+                        stage_nests(graph, spans, found.roots, alignment))
+    scratch = {s.step: s.size for s in found.scratch}
+    for x, y, step in found.ties:
+        live[step] -= max(0, min(sizes[x], sizes[y]) - scratch[step])
+    top = max(live, default=0)
+    return -(-top // alignment) * alignment

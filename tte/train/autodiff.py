@@ -10,7 +10,8 @@ a 1-bit clamp mask, `<op>_mask`, and `gather_channels` saves the trained input c
 the loss, then the backward pass in reverse order of the forward nodes. Per layer: mask -> bias update ->
 input gradient (old weights) -> fused weight update. No gradient is computed below the lowest trained layer and
 no weight gradient for a frozen weight. Gradients of tensors read by several nodes are summed (`grad_add`) in
-the order the contributions appear.
+the order the contributions appear. With `TrainOptions.fuse_blocks` (the default) the backward chain of each
+inverted-residual block then becomes one `block_grad` node that runs channel by channel (fuse_block.py).
 
 Gradient rules (op -> function emitting backward nodes) live in `GRAD_RULES`; add one with `@grad_rule(op)`.
 """
@@ -27,8 +28,10 @@ import tte.train.grad_ops  # noqa: F401
 import tte.train.update_ops  # noqa: F401
 from tte.errors import TteError
 from tte.ir import Graph, IOSpec, Node, QParams, Tensor
+from tte.train.block_grad import BLOCK_GRAD
 from tte.train.forward_ops import mask_bytes, mask_op, needs_mask
 from tte.train.fp32 import seed_state
+from tte.train.fuse_block import fuse_blocks
 from tte.train.head import HEAD_OP
 from tte.train.spec import LayerUpdate, UpdateSpec
 from tte.train.update_ops import update_factors, written_channels
@@ -46,6 +49,7 @@ class TrainOptions:
     qas: bool = True
     seed: int = 1
     hard_swish_threshold: float = 0.0  # HardSwish's derivative is taken as the step x > threshold (a 1-bit mask)
+    fuse_blocks: bool = True  # each inverted-residual block's backward as one per-channel node (fuse_block.py)
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
@@ -81,7 +85,7 @@ class TrainingGraph:
         """
         out: dict[str, tuple[int, ...] | None] = {s: None for s, _ in self.state}
         for n in self.backward_nodes():
-            if n.op.endswith("weight_update"):
+            if n.op.endswith("weight_update") or (n.op == BLOCK_GRAD and n.inputs[2]):
                 w = self.graph[n.inputs[2]]
                 cols = tuple(int(c) for c in written_channels(n))
                 out[n.inputs[2]] = None if len(cols) == w.shape[-1] else cols
@@ -313,6 +317,8 @@ class _Builder:
             bits = np.array([seed_state(self.opts.seed)], np.uint32).view(np.int32)
             self.tensors[RNG] = Tensor(RNG, (1,), "int32", None, bits)
             self.state.append((RNG, self.rng))
+        if self.opts.fuse_blocks:
+            self.nodes = fuse_blocks(self.nodes, self.tensors, num_forward, LR)
         return self._finish(num_forward)
 
     def _finish(self, num_forward: int) -> TrainingGraph:

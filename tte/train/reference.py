@@ -20,6 +20,7 @@ from tte import reference
 from tte.errors import TteError
 from tte.ir import Graph, IOSpec, Node, Tensor
 from tte.train.autodiff import LABEL, LOSS, LR, TrainingGraph, TrainOptions, build_training_graph
+from tte.train.block_grad import BLOCK_GRAD, chain_gradients
 from tte.train.head import apply_head
 from tte.train.spec import UpdateSpec, parse_head, parse_update
 from tte.train.update_ops import real_gradient
@@ -117,6 +118,8 @@ class Trainer:
             if node.op in _UPDATE_OPS:
                 param = node.inputs[1] if node.op.startswith("bias") else node.inputs[2]
                 grads[param] = real_gradient(node, view, [env[t] for t in node.inputs])
+            elif node.op == BLOCK_GRAD:  # a fused block backward: its chain's updates
+                grads.update(chain_gradients(node, view, [env[t] if t else None for t in node.inputs]))
         return StepTrace(float(env[LOSS][0]), env, grads)
 
     # --- inference ----------------------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""The planner's shortcuts for the scheme search change no result: the stage choice from floors equals the
+choice from planning every option, and warm caches give the plans of a cold start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_stripes import residual_net
+
+import codegen.train_layout as train_layout
+import tte
+import tte.passes.memory_plan as memory_plan
+from tte.compile import TrainConfig, load, train_program
+from tte.passes import stripes
+from tte.passes.normalize import normalize
+
+SHARED = Path(tte.__file__).resolve().parents[1].parent / "shared" / "models"
+
+
+def _summary(layout) -> tuple:
+    p = layout.planned
+    first = p.tg.graph.nodes[0]
+    return (first.name, first.attrs.get("rows"), p.arena, tuple(sorted(p.plan.offsets.items())),
+            tuple(sorted(p.infer_plan.offsets.items())), p.plan.nested)
+
+
+def _every_option(monkeypatch) -> None:
+    original = stripes.pick_stage
+    monkeypatch.setattr(train_layout, "pick_stage",
+                        lambda graph, trainable, plan, budget, floor=None: original(graph, trainable, plan, budget))
+
+
+def _clear_caches() -> None:
+    memory_plan._MEMO.clear()
+    stripes._OPTIONS.clear()
+    stripes._OFFSETS.clear()
+
+
+@pytest.mark.parametrize("update", ["last:1", "last:3"])
+def test_floors_choose_the_stage_planning_every_option_would(update, monkeypatch):
+    program = train_program(normalize(residual_net()), TrainConfig(update, "new:3"))
+    budgets = [100, 5000, 5500, 7000, 10000]  # bytes for the whole train step (no stack reserve)
+    fast = [_summary(train_layout.plan_layout(program, "m", b)) for b in budgets]
+    _every_option(monkeypatch)
+    assert [_summary(train_layout.plan_layout(program, "m", b)) for b in budgets] == fast
+    assert len({s[:2] for s in fast}) >= 3  # stripe heights differ with the budget; the largest needs none
+
+
+def test_warm_caches_give_the_cold_plans():
+    program = train_program(normalize(residual_net()), TrainConfig("last:1", "new:3"))
+    _clear_caches()
+    cold = [_summary(train_layout.plan_layout(program, "m", b)) for b in (100, 4000)]
+    assert memory_plan._MEMO and stripes._OPTIONS and stripes._OFFSETS
+    assert [_summary(train_layout.plan_layout(program, "m", b)) for b in (100, 4000)] == cold
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/models is absent")
+def test_paper_model_stage_choice_and_caches(monkeypatch):
+    """proxyless-w0.3 with its 98kb scheme under the smallest arena: stripes through blocks.2's residual add,
+    the stage output nested in the input image; the same plan with floors or not, warm or cold."""
+    scheme = json.loads((SHARED / "paper_schemes.json").read_text())["proxyless-w0.3"]["98kb"]
+    program = train_program(normalize(load(SHARED / "proxyless-w0.3-int8.onnx")),
+                            TrainConfig("sparse", "new:10", scheme=scheme))
+    _clear_caches()
+    fast = _summary(train_layout.plan_layout(program, "m", 100 * 1024))
+    assert fast[0] == "stage[first_conv .. blocks.2.residual]" and fast[5]
+    assert _summary(train_layout.plan_layout(program, "m", 100 * 1024)) == fast
+    _clear_caches()
+    _every_option(monkeypatch)
+    assert _summary(train_layout.plan_layout(program, "m", 100 * 1024)) == fast

@@ -1,0 +1,138 @@
+"""The geometry of a striped stage (tte/passes/stripes.py): which rows each layer of each stripe computes and
+reads, the scratch slots that hold a stripe's intermediates, and where the stage output may overlap its input.
+
+A stage is a small graph from one input to one output whose nodes are convolutions, depthwise convolutions and
+same-shape adds (a residual block: the block input's rows are kept in a slot until the add reads them). For a
+stripe of output rows, the rows each tensor needs are found from the output back: a convolution needs the input
+rows its kernel window covers, an add the same rows of both inputs; a tensor read by two layers keeps the union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tte.ir import Graph, Node, Tensor
+
+CONV_OPS = ("conv2d", "depthwise_conv2d")
+SLOT_NAMES = "abcdefgh"
+
+
+@dataclass(frozen=True)
+class StripeCall:
+    """One layer of one stripe: output rows [out_rows) from rows [in_rows) of its data inputs (half-open,
+    whole-tensor rows; an add reads its output rows of both inputs)."""
+
+    node: Node
+    in_rows: tuple[int, int]
+    out_rows: tuple[int, int]
+
+
+def data_inputs(node: Node) -> tuple[str, ...]:
+    """The activation inputs of a stage layer (a convolution's first input, both inputs of an add)."""
+    return tuple(node.inputs[:1]) if node.op in CONV_OPS else tuple(t for t in node.inputs if t)
+
+
+def _geometry(node: Node, sub: Graph) -> tuple[int, int, int, int]:
+    """(kernel height, stride, top padding, input height) of a conv or depthwise node."""
+    kh = sub[node.inputs[1]].shape[1]
+    return kh, int(node.attrs["stride"][0]), int(node.attrs["pad"][0]), sub[node.inputs[0]].shape[1]
+
+
+def input_rows(node: Node, sub: Graph, rows: tuple[int, int]) -> tuple[int, int]:
+    """The input rows that output rows [a, b) read (clipped to the image: the rest is padding)."""
+    if node.op not in CONV_OPS:
+        return rows
+    kh, s, pt, h = _geometry(node, sub)
+    a, b = rows
+    return max(0, a * s - pt), min(h, (b - 1) * s - pt + kh)
+
+
+def schedule(sub: Graph, rows: int) -> list[list[StripeCall]]:
+    """The calls of every stripe, in execution order: stripes top to bottom, layers in graph order. A layer
+    computes every row its readers in the stripe need."""
+    out = sub.outputs[0].tensor
+    out_h = sub[out].shape[1]
+    stripes = []
+    for o0 in range(0, out_h, rows):
+        need = {out: (o0, min(out_h, o0 + rows))}
+        calls = []
+        for node in reversed(sub.nodes):
+            span = need[node.outputs[0]]
+            read = input_rows(node, sub, span)
+            for t in data_inputs(node):
+                a, b = need.get(t, read)
+                need[t] = (min(a, read[0]), max(b, read[1]))
+            calls.append(StripeCall(node, read, span))
+        stripes.append(calls[::-1])
+    return stripes
+
+
+def row_bytes(sub: Graph, tensor: str) -> int:
+    _, _, w, c = sub[tensor].shape
+    return w * c
+
+
+def scratch_slots(sub: Graph, rows: int) -> tuple[dict[str, int], list[int]]:
+    """The slot of each intermediate tensor and the bytes of each slot. A tensor takes the first slot whose
+    tensor was last read before it is made (a chain alternates between two slots: a, b, a, ...)."""
+    made = {n.outputs[0]: i for i, n in enumerate(sub.nodes)}
+    last = {t: max(i for i, n in enumerate(sub.nodes) if t in data_inputs(n)) for t in list(made)[:-1]}
+    slot_of: dict[str, int] = {}
+    busy: list[int] = []  # per slot: the last reader of its current tensor
+    for t in last:
+        free = next((k for k, until in enumerate(busy) if until < made[t]), None)
+        if free is None:
+            free = len(busy)
+            busy.append(0)
+        busy[free] = last[t]
+        slot_of[t] = free
+    sizes = [0] * len(busy)
+    for stripe in schedule(sub, rows):
+        for call in stripe:
+            t = call.node.outputs[0]
+            if t in slot_of:
+                n = (call.out_rows[1] - call.out_rows[0]) * row_bytes(sub, t)
+                sizes[slot_of[t]] = max(sizes[slot_of[t]], n)
+    return slot_of, sizes
+
+
+def output_offset(sub: Graph, rows: int, alignment: int = 16) -> int | None:
+    """Where the stage output may start relative to its input's first byte (0, or below it when the first
+    stripes consume no input rows), such that no stripe writes output rows over input rows that are read later
+    (by a later stripe, or by a layer of its own that runs at or after the write: a one-layer stage reads and
+    writes in one call). None when the two could share no byte."""
+    stripes = schedule(sub, rows)
+    x, y = sub.inputs[0].tensor, sub.outputs[0].tensor
+    rx, ry = row_bytes(sub, x), row_bytes(sub, y)
+    reads = [[(i, c.in_rows[0]) for i, c in enumerate(s) if x in data_inputs(c.node)] for s in stripes]
+    room = []
+    for k, stripe in enumerate(stripes):
+        at = len(stripe) - 1  # the call that writes the output rows
+        later = [r for i, r in reads[k] if i >= at] + [r for s in reads[k + 1:] for _, r in s]
+        if later:
+            room.append(min(later) * rx - stripe[at].out_rows[1] * ry)
+    offset = min(0, min(room, default=0)) // alignment * alignment
+    return offset if offset > -sub[y].nbytes else None
+
+
+def call_graph(call: StripeCall, sub: Graph) -> tuple[Node, Graph]:
+    """The layer of one stripe call as a node of its own over sub-tensors `<t>@in` (the rows it reads of each
+    data input t) and `<t>@out` (its output rows): the kernels need no change, only dims and the top/bottom
+    padding that remains."""
+    node = call.node
+    (c, d), (a, b) = call.in_rows, call.out_rows
+    attrs = dict(node.attrs)
+    if node.op in CONV_OPS:
+        kh, s, pt, _ = _geometry(node, sub)
+        top = pt - a * s + c
+        bottom = max(0, (b - a - 1) * s + kh - top - (d - c))
+        attrs["pad"] = (top, node.attrs["pad"][1], bottom, node.attrs["pad"][3])
+    ins = data_inputs(node)
+    tensors = {t: sub[t] for t in node.inputs if t and t not in ins}
+    names = {t: f"{t}@in" for t in ins}
+    for t in ins:
+        tensors[names[t]] = Tensor(names[t], (1, d - c, *sub[t].shape[2:]), sub[t].dtype, sub[t].quant)
+    y, yt = f"{node.outputs[0]}@out", sub[node.outputs[0]]
+    tensors[y] = Tensor(y, (1, b - a, *yt.shape[2:]), yt.dtype, yt.quant)
+    one = replace(node, inputs=tuple(names.get(t, t) for t in node.inputs), outputs=(y,), attrs=attrs)
+    return one, Graph(sub.name, tensors, (one,), (), ())
