@@ -311,8 +311,11 @@ def emit_c(graph: Graph, name: str, source: str = "", budget: int | None = None,
     plan, external = _plan_inference(graph, outputs)
     io_bytes = sum(b.nbytes for b in outputs)
     if budget is not None and plan.arena_bytes + io_bytes + reserve > budget:
-        def option(node: Node, scratch: dict) -> tuple[tuple[Graph, MemoryPlan, dict[str, str]], int]:
-            staged = with_stage(graph, node, scratch)
+        def option(node: Node, scratch: dict, *later: tuple[Node, dict]
+                   ) -> tuple[tuple[Graph, MemoryPlan, dict[str, str]], int]:
+            staged = graph
+            for n, s in ((node, scratch), *later):  # one stripe stage, or a few in a row
+                staged = with_stage(staged, n, s)
             p, ext = _plan_inference(staged, outputs)
             return (staged, p, ext), p.arena_bytes
 

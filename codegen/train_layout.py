@@ -1,5 +1,6 @@
 """Where every byte of a train step goes, without emitting C: the flash + SRAM split of partially trained weights,
-the `<name>_infer` graph, both arena plans, and (over the SRAM budget) the first layers in row stripes.
+the `<name>_infer` graph, both arena plans, and (over the SRAM budget) the first layers in row stripes (one stage
+or a few in a row).
 
 `plan_layout` is what `codegen.emit_train.emit_train` and the scheme search (`tte/auto`) both call, so the cost
 the search sees is the one the compile reports. Repeated calls for one model are cheap without changing any
@@ -101,22 +102,26 @@ def plan_both(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: d
 
 
 def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> Planned:
-    """The first stage in row stripes (tte/passes/stripes.py) when that gives a smaller arena."""
+    """The first layers in row stripes (tte/passes/stripes.py: one stage, or a few in a row) when that gives a
+    smaller arena."""
     tg, infer = base.tg, base.infer
-    staged: dict[int, tuple[Node, TrainingGraph]] = {}  # by option node (kept alive here: ids stay unique)
+    staged: dict[tuple[int, ...], tuple[tuple[Node, ...], TrainingGraph, Graph]] = {}  # by the stage nodes' ids
 
-    def stage(node: Node, scratch: dict) -> TrainingGraph:
-        if id(node) not in staged:
-            k = len(node.attrs["stage"].graph.nodes)
-            g = with_stage(tg.graph, node, scratch)
-            staged[id(node)] = node, replace(tg, graph=g, num_forward=tg.num_forward - k + 1)
-        return staged[id(node)][1]
+    def stage(*stages: tuple[Node, dict]) -> tuple[TrainingGraph, Graph]:
+        key = tuple(id(node) for node, _ in stages)
+        if key not in staged:  # the nodes are kept alive with the entry: ids stay unique
+            g, i, layers = tg.graph, infer, 0
+            for node, scratch in stages:
+                g, i = with_stage(g, node, scratch), with_stage(i, node, scratch)
+                layers += len(node.attrs["stage"].graph.nodes) - 1
+            staged[key] = tuple(n for n, _ in stages), replace(tg, graph=g, num_forward=tg.num_forward - layers), i
+        return staged[key][1:]
 
-    def floor(node: Node, scratch: dict) -> int:
-        return train_floor(stage(node, scratch).graph, {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT)
+    def floor(node: Node, scratch: dict, *later: tuple[Node, dict]) -> int:
+        return train_floor(stage((node, scratch), *later)[0].graph, {*TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT)
 
-    def plan(node: Node, scratch: dict) -> tuple[Planned, int]:
-        p = plan_both(stage(node, scratch), with_stage(infer, node, scratch), home, external)
+    def plan(node: Node, scratch: dict, *later: tuple[Node, dict]) -> tuple[Planned, int]:
+        p = plan_both(*stage((node, scratch), *later), home, external)
         return p, p.arena
 
     best = pick_stage(tg.graph, set(home), plan, arena_budget, floor)  # the input lives in the arena

@@ -83,6 +83,7 @@ def test_demo_budget_never_exceeded(demo, budget_kb: int) -> None:
     assert res.cost.peak_sram_bytes <= budget
     assert _compiled_peak(demo, res.scheme, budget) == res.cost.peak_sram_bytes
     assert res.items, "a budget above the classifier-only peak leaves room for something"
+    assert res.cost.peak_sram_bytes >= 0.9 * budget, "the fill uses the budget"
 
 
 def test_larger_budget_trains_more(demo) -> None:
@@ -107,6 +108,31 @@ def test_paper_model_budget_never_exceeded(model: str, budget_kb: int) -> None:
     assert res.items and {i.node for i in res.items} <= {n.name for n in CostModel(graph, "new:5").layers[-6:]}
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/models is absent")
+def test_paper_model_candidates_reach_deep_and_use_the_budget() -> None:
+    """Every layer the budget reaches is a candidate (not only the top few), and the fill uses the budget."""
+    graph = load(SHARED / "mcunet-5fps-int8.onnx")
+    budget = 256 * KB
+    res = choose(graph, budget, "new:5", progress=False)
+    names = [n.name for n in CostModel(graph, "new:5").layers]
+    assert res.cost.peak_sram_bytes <= budget and res.cost.peak_sram_bytes >= 0.9 * budget
+    assert min(names.index(i.node) for i in res.items) < len(names) - 9
+    assert res.explain()["reachable_layers"] > 9
+
+
+def test_fill_adds_until_nothing_fits(demo) -> None:
+    """From an empty start the fill alone reaches a scheme that fits, in batches (fewer plans than items)."""
+    from tte.auto.search import _fill, heuristic_gains
+
+    budget = 24 * KB
+    cm = CostModel(demo, "new:5", "host", budget)
+    sur = reach_table(cm, budget)
+    log: list[str] = []
+    items = _fill(cm, sur, heuristic_gains(cm, sur), (), budget, None, log)
+    assert cm.exact(items).peak_sram_bytes <= budget and len(items) >= 8
+    assert sum(line.startswith("fill: added") for line in log) < len(items)
+
+
 def test_reach_table_stops_at_the_budget(demo) -> None:
     cm = CostModel(demo, "new:5", "host", 12 * KB)
     sur = reach_table(cm, 12 * KB)
@@ -116,6 +142,8 @@ def test_reach_table_stops_at_the_budget(demo) -> None:
 
 def test_contribution_analysis_and_cache(demo, demo_data, tmp_path: Path) -> None:
     """A budget that reaches only the last block: few runs. A second compile reuses every run and cost."""
+    from tte.auto.contrib import LR_GRID
+
     train, val = demo_data
     out = tmp_path / "out"
     settings = ContribSettings(train_samples=60, eval_samples=60)
@@ -125,9 +153,11 @@ def test_contribution_analysis_and_cache(demo, demo_data, tmp_path: Path) -> Non
     auto = rep["auto"]
     assert auto["method"] == "contribution analysis" and rep["peak_sram_bytes"] <= 11 * KB
     assert 0.0 <= auto["classifier_only_accuracy"] <= 1.0
-    cache = json.loads((out / "auto.json").read_text())
-    runs = cache["contribution"]["accuracies"]
-    assert "base" in runs and len(runs) == auto["candidates"] + 1
+    assert auto["contribution_lr"] in LR_GRID  # swept: settings.lr is None
+    cache = json.loads((out / "auto.json").read_text())["contribution"]
+    assert set(cache["sweep"]) == {f"lr={lr:g}" for lr in LR_GRID}
+    assert "base" in cache["runs"] and len(cache["runs"]) == auto["measured_candidates"] + 1
+    assert auto["measured_candidates"] == auto["candidates"]  # fewer than max_runs: every candidate had a run
     scheme = json.loads((out / "scheme.json").read_text())
     again = compile_model(DEMO, out, **kwargs)
     assert again["auto"]["timings_s"]["exact_evaluations"] == 0
@@ -137,21 +167,69 @@ def test_contribution_analysis_and_cache(demo, demo_data, tmp_path: Path) -> Non
     rep2 = compile_model(DEMO, tmp_path / "again", budget="11KB",
                          train=TrainConfig(f"sparse:{out / 'scheme.json'}", "new:5"))
     assert rep2["peak_sram_bytes"] == rep["peak_sram_bytes"]
+    assert cli.main(["report", str(out)]) == 0
 
 
 def test_contribution_gain_is_measured(demo) -> None:
-    """The gain of an item is accuracy(classifier + item) - accuracy(classifier): measured runs, not constants."""
-    from tte.auto.contrib import analyse, gains
+    """The gain of an item is loss(classifier) - loss(classifier + item): measured runs, not constants."""
+    from tte.auto.contrib import analyse
     from tte.data import new_task_split
 
     train, test = new_task_split(10, 10)
     cm = CostModel(demo, "new:5", "host", 16 * KB)
     items = [Item("blocks.3.pointwise1", "weight", 1.0)]
-    acc = analyse(cm.graph, "new:5", cm.order, items, Data(train.x, train.y), Data(test.x, test.y),
-                  ContribSettings(train_samples=50, eval_samples=50), jobs=1, progress=False)
-    assert set(acc) == {"base", items[0].key}
-    assert gains(acc, items)[items[0]] == pytest.approx(acc[items[0].key] - acc["base"])
-    assert all(0.0 <= a <= 1.0 and (a * 50) == pytest.approx(round(a * 50)) for a in acc.values())
+    res = analyse(cm.graph, "new:5", cm.order, items, Data(train.x, train.y), Data(test.x, test.y),
+                  ContribSettings(train_samples=50, eval_samples=50, lr=0.05), jobs=1, progress=False)
+    runs = res["runs"]
+    assert res["lr"] == 0.05 and not res["sweep"] and set(runs) == {"base", items[0].key}
+    assert all(0.0 <= r.accuracy <= 1.0 and (r.accuracy * 50) == pytest.approx(round(r.accuracy * 50))
+               for r in runs.values())
+    assert all(0.0 < r.loss < 10.0 for r in runs.values()) and runs["base"].loss != runs[items[0].key].loss
+
+
+def test_measure_is_accuracy_and_cross_entropy() -> None:
+    from tte.auto.contrib import measure
+
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]])
+    run = measure(logits, np.array([0, 1, 1]))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert run.accuracy == pytest.approx(2 / 3)
+    assert run.loss == pytest.approx(-np.mean(np.log([p[0, 0], p[1, 1], p[2, 1]])))
+
+
+def test_measure_first_goes_top_down_bias_and_largest_weights_first() -> None:
+    from tte.auto.contrib import measure_first
+
+    order = {"a": 0, "b": 1, "c": 2}
+    items = [Item(n, "bias") for n in "ab"] + [Item(n, "weight", r) for n in "ab" for r in RATIOS
+                                               if not (n == "a" and r == 1.0)]
+    ranked = measure_first(items, order, None)
+    assert ranked[:4] == [Item("b", "bias"), Item("b", "weight", 1.0), Item("a", "bias"), Item("a", "weight", 0.5)]
+    assert set(ranked) == set(items) and measure_first(items, order, 3) == ranked[:3]
+
+
+def test_combine_keeps_noise_from_emptying_the_scheme() -> None:
+    """Measurements that are pure noise around 0 leave every item a positive value in the prior's order; one
+    clearly harmful measurement makes its item worthless; an unmeasured item takes its layer's residual."""
+    from tte.auto.gains import combine
+
+    priors = {Item(f"l{k}", "bias"): (k + 1) / 10 for k in range(10)}
+    priors[Item("l9", "weight", 0.5)] = 1.2
+    rng = np.random.default_rng(0)
+    noise = {i: float(rng.normal(0, 0.01)) for i in priors if i.kind == "bias"}
+    g = combine(priors, noise)
+    assert all(v > 0 for i, v in g.items() if i.kind == "bias")
+    bad = {**noise, Item("l8", "bias"): -0.5}
+    g2 = combine(priors, bad)
+    assert g2[Item("l8", "bias")] < 0 and sum(v > 0 for v in g2.values()) == len(noise) - 1
+    # a layer's weights measured well above the prior's fit lift its unmeasured ratio above the prior's value
+    priors[Item("l9", "weight", 1.0)] = 2.0
+    signal = {i: 0.1 * p for i, p in priors.items() if i.kind == "bias"}
+    base = combine(priors, {**signal, Item("l9", "weight", 1.0): 0.2})
+    lifted = combine(priors, {**signal, Item("l9", "weight", 1.0): 0.6})
+    assert lifted[Item("l9", "weight", 0.5)] > base[Item("l9", "weight", 0.5)] > 0
+    assert combine(priors, signal)[Item("l9", "weight", 0.5)] == 0.0  # no weight of l9 had a run
+    assert combine(priors, {}) == priors
 
 
 def test_cli_auto_without_data(tmp_path: Path, capsys) -> None:
@@ -209,3 +287,33 @@ def test_heuristic_prefers_later_layers(demo) -> None:
     biases = [g[Item(n, "bias")] for n in names if Item(n, "bias") in g]
     assert biases == sorted(biases) and len(biases) >= 2
     assert np.all(np.array(list(g.values())) > 0)
+
+
+def test_verify_drops_weights_until_the_scheme_trains(demo, monkeypatch) -> None:
+    """A scheme that trains worse than the classifier alone loses its weight items of least gain, half at a
+    time; one that trains better is kept as it is. (The runs are stubbed: their loss grows with the weights.)"""
+    import tte.auto as auto
+    from tte.auto.contrib import Run
+    from tte.auto.cost import canonical
+    from tte.auto.search import SearchResult
+
+    cm = CostModel(demo, "new:5", "host", 40 * KB)
+    w1, w2 = Item("blocks.3.pointwise1", "weight", 1.0), Item("blocks.3.pointwise2", "weight", 0.5)
+    bias = Item("blocks.3.depthwise", "bias")
+    items = canonical([w1, w2, bias])
+    gains = {w1: 0.2, w2: 0.1, bias: 0.05}
+    calls: list[tuple[Item, ...]] = []
+
+    def runs(graph, head, order, schemes, *args):
+        calls.append(tuple(schemes[0]))
+        return [Run(0.5, 1.0 + sum(i.kind == "weight" for i in schemes[0]))]
+
+    monkeypatch.setattr(auto, "run_sets", runs)
+    res = SearchResult(items, cm.exact(items), 0, 0, [])
+    analysis = {"runs": {"base": Run(0.5, 1.5)}, "lr": 0.05}
+    out = auto.verify(cm, res, gains, analysis, None, None, ContribSettings())
+    assert out.items == (bias,) and len(calls) == 2 and calls[1] == canonical([w1, bias])  # w2 (less gain) first
+    assert out.cost.peak_sram_bytes <= res.cost.peak_sram_bytes and any("dropped" in line for line in out.log)
+    calls.clear()
+    good = auto.verify(cm, res, gains, {"runs": {"base": Run(0.5, 9.0)}, "lr": 0.05}, None, None, ContribSettings())
+    assert good is res and len(calls) == 1

@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 from train_helpers import NetBuilder
 
-from tte import host
+from tte import host, ops
 from tte.cli import main as tte_main
 from tte.compile import TrainConfig, build, write_output
 from tte.passes.normalize import normalize
-from tte.passes.stripe_schedule import data_inputs, scratch_slots
+from tte.passes.stripe_schedule import call_graph, data_inputs, scratch_slots
 from tte.passes.stripes import (
     STAGE_OP,
     input_rows,
     output_offset,
     schedule,
     stage_cuts,
+    stage_macs,
     stage_node,
     stripe_chain,
     with_stage,
@@ -109,18 +110,40 @@ def test_inference_over_budget_runs_in_stripes_bit_exact(graph, tmp_path):
         np.testing.assert_array_equal(model.infer(x), want)
 
 
-@pytest.mark.parametrize("net,update,head", [("odd", "last:2", "keep"), ("odd", "last:1", "new:3"),
-                                             ("res", "last:1", "new:3")])
-def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, resnet, tmp_path, net, update, head):
+def test_inference_under_one_stage_runs_two_stages_bit_exact(resnet, tmp_path):
+    """The residual net's inference needs 5,796 bytes with one stage, 4,500 with two: under 5,000 two stages run
+    in a row, the second's input nested in the first's, bit-exact."""
+    compiled = build(resnet, "m", budget=5000)
+    assert compiled.report["peak_sram_bytes"] <= 5000
+    assert [n["name"] for n in compiled.report["layers"] if n["op"] == STAGE_OP] == [
+        "stage[first_conv .. b0.residual]", "stage[b1.expand .. project]"]
+    assert len(compiled.model.plan.nested) == 2
+    model = host.load(write_output(tmp_path / "out", compiled.files), fresh=True)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x = rng.integers(-128, 128, model.inputs[0].shape).astype(np.int8)
+        np.testing.assert_array_equal(model.infer(x), run(resnet, x)[resnet.outputs[0].tensor])
+
+
+TWO_STAGES = 7000  # bytes: the residual net's train step needs 7,936 with one stage, 6,640 with two
+
+
+@pytest.mark.parametrize("net,update,head,budget", [("odd", "last:2", "keep", None), ("odd", "last:1", "new:3", None),
+                                                    ("res", "last:1", "new:3", None),
+                                                    ("res", "last:1", "new:3", TWO_STAGES)])
+def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, resnet, tmp_path, net, update, head, budget):
+    """Just over the plain plan: one stage; under what one stage can reach: two in a row."""
     graph = graph if net == "odd" else resnet
     config = TrainConfig(update, head)
     plain = build(graph, "m", train=config).report
-    compiled = build(graph, "m", budget=plain["peak_sram_bytes"] - 1, train=config)
+    compiled = build(graph, "m", budget=budget or plain["peak_sram_bytes"] - 1, train=config)
     code = compiled.model.train
     assert code.program.graph.nodes[0].op == STAGE_OP and compiled.report["arena_bytes"] < plain["arena_bytes"]
     assert "stripe 1/" in compiled.files["m.c"] and STAGE_OP in compiled.files["plan.txt"]
-    if net == "res":  # the smallest arena stripes through the residual blocks
-        assert "b1.residual" in code.program.graph.nodes[0].name, code.program.graph.nodes[0].name
+    if net == "res":  # stripes through the residual blocks
+        assert _stages(code.program.graph) == (["stage[first_conv .. b1.residual]"] if budget is None else
+                                               ["stage[first_conv .. b0.residual]", "stage[b1.expand .. project]"])
+        assert compiled.report["peak_sram_bytes"] <= (budget or plain["peak_sram_bytes"])
     model = host.load(write_output(tmp_path / "out", compiled.files), fresh=True)
     trainer = Trainer(graph, update, TrainOptions(head=head))
     rng = np.random.default_rng(1)
@@ -129,6 +152,10 @@ def test_train_step_over_budget_runs_in_stripes_bit_exact(graph, resnet, tmp_pat
         y = int(rng.integers(0, model.classes))
         assert model.train_step(x, y, 0.1) == np.float32(trainer.train_step(x, y, 0.1))
     np.testing.assert_array_equal(model.infer_float(x).reshape(-1), trainer.infer(x).reshape(-1))
+
+
+def _stages(graph) -> list[str]:
+    return [n.name for n in graph.nodes if n.op == STAGE_OP]
 
 
 def _overwrites_before_read(node, offset: int) -> list[tuple[int, int]]:
@@ -190,12 +217,11 @@ def test_any_stage_length_and_stripe_height_is_bit_exact(graph, resnet, tmp_path
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                     reason="needs arm-none-eabi-gcc and qemu-system-arm")
 def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
-    """Stripes through residual blocks, the output nested in the input: two train steps in QEMU (Cortex-M7)
-    give the host build's losses and parameters."""
+    """Stripes through residual blocks in two stages, each output nested in its input: two train steps in QEMU
+    (Cortex-M7) give the host build's losses and parameters."""
     config = TrainConfig("last:1", "new:3")
-    plain = build(resnet, "m", "cortex-m7", train=config).report
-    compiled = build(resnet, "m", "cortex-m7", budget=plain["peak_sram_bytes"] - 1, train=config)
-    assert "b1.residual" in compiled.model.train.program.graph.nodes[0].name
+    compiled = build(resnet, "m", "cortex-m7", budget=TWO_STAGES + 1024, train=config)  # + the M7's larger stack
+    assert len(_stages(compiled.model.train.program.graph)) == 2
     assert "written over the rows of" in compiled.files["plan.txt"]
     out = write_output(tmp_path / "m", compiled.files)
     rng = np.random.default_rng(0)
@@ -208,3 +234,13 @@ def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
     assert tte_main(["run", str(out), "--emulator", *data]) == 0
     on_device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]
+
+
+@pytest.mark.parametrize("net,length,rows", [("odd", 5, 1), ("odd", 3, 4), ("res", 11, 2), ("res", 9, 16)])
+def test_stage_macs_count_every_stripe_call(graph, resnet, net, length, rows):
+    """MACs per output row times the rows of each call == the MACs of every call's own sub-tensor node."""
+    g = graph if net == "odd" else resnet
+    node, _ = stage_node(g, stripe_chain(g)[:length], rows)
+    sub = node.attrs["stage"].graph
+    calls = [call_graph(c, sub) for stripe in schedule(sub, rows) for c in stripe]
+    assert stage_macs(sub, rows) == sum(ops.get(one.op).macs(one, cg) for one, cg in calls)

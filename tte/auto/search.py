@@ -4,12 +4,16 @@ Method (documented in README and `tte report`):
 1. **Knapsack as an integer program** (`scipy.optimize.milp`, exact for the surrogate of cost.py): binary x_i per
    item, at most one weight ratio per layer, a continuous `reach` >= reach[layer(i)] * x_i, and
    `reach + sum bytes_i x_i <= cap` (likewise for MACs). Maximize sum gain_i x_i - eps * bytes_i x_i (the small
-   penalty drops items that gain nothing).
+   penalty drops items that gain nothing). The gains are `tte.auto.gains.combine`'s (or the prior alone).
 2. **Check** the solution with the exact planner (CostModel.exact). Over the budget: lower `cap` by the excess
    and solve again (at most `REPAIRS` times), then drop the item of least gain per byte until it fits.
-3. **Fill**: the surrogate over-estimates when the planner overlaps more than it assumes, so items not chosen
-   are tried in order of gain per byte and kept when the exact peak still fits (at most `FILL_TRIES` exact
-   evaluations).
+3. **Fill**: the surrogate is only a model (the planner overlaps more than it assumes, and at a large budget
+   it need not split the first layers into row stripes), so the exact peak usually leaves room. Every item not
+   chosen (or a larger weight ratio of a chosen layer) is tried in order of gain per byte and kept when the
+   exact peak still fits, in batches that double while they fit and halve when not (`_fill`); an item whose
+   surrogate increase, added to the current exact peak, overshoots the budget by more than `FILL_SLACK` is
+   passed over without a plan, and the fill stops after `FILL_CHECKS` exact evaluations or `FILL_MISSES`
+   single items in a row that did not fit.
 The result is feasible by construction: every scheme it returns was compiled by the exact planner under the
 budget.
 """
@@ -25,9 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tte.auto.cost import Cost, CostModel, Item, Surrogate, canonical
+from tte.auto.gains import prior
 
 REPAIRS = 6
-FILL_TRIES = 8
+FILL_CHECKS = 30  # exact evaluations of the fill at most (0.02-2 s each on the paper models)
+FILL_MISSES = 6  # ... and it stops after this many single items in a row that did not fit
+FILL_SLACK = 0.02  # of the budget: a single item whose estimated peak overshoots by more is passed over
 EPS_PER_BYTE = 1e-9
 
 
@@ -136,41 +143,61 @@ def _drop_until_fits(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float],
 
 def _fill(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float], chosen: tuple[Item, ...], budget: int,
           mac_budget: int | None, log: list[str]) -> tuple[Item, ...]:
-    items = list(chosen)
-    taken = {(i.node, i.kind): i for i in items}
-    rest = [i for i in sur.bytes if gains.get(i, 0.0) > 0 and (i.node, i.kind) not in taken]
-    rest.sort(key=lambda i: -_value(i, sur, gains))
-    tries = 0
-    for i in rest:
-        if tries >= FILL_TRIES:
+    """Add (or raise to a larger ratio) items in order of gain per byte while the exact peak fits. Items go in
+    batches that double after a batch fits and halve after one does not (one exact plan per batch, as a plan
+    near the budget costs up to seconds); a single item that does not fit is passed over."""
+    items = {(i.node, i.kind): i for i in chosen}
+    queue = sorted((i for i in sur.bytes if gains.get(i, 0.0) > 0), key=lambda i: -_value(i, sur, gains))
+    now = cm.exact(chosen)
+    checks = misses = 0
+    size = 1
+    while queue:
+        batch = _next_batch(queue, items, gains, size)
+        if not batch:
             break
-        if (i.node, i.kind) in taken:
+        trial = canonical([*(v for k, v in items.items() if k not in {(i.node, i.kind) for i in batch}), *batch])
+        guess = now.peak_sram_bytes + sur.peak(trial) - sur.peak(tuple(items.values()))
+        if len(batch) == 1 and guess > budget * (1 + FILL_SLACK):
+            queue.remove(batch[0])
             continue
-        tries += 1
-        cost = cm.exact([*items, i])
+        if checks >= FILL_CHECKS or misses >= FILL_MISSES:
+            log.append(f"fill: stopped after {checks} exact evaluations ({misses} in a row did not fit)")
+            break
+        checks += 1
+        cost = cm.exact(trial)
         if _fits(cost, budget, mac_budget):
-            items.append(i)
-            taken[(i.node, i.kind)] = i
-            log.append(f"fill: added {i.key}, exact {cost.peak_sram_bytes:,} B")
-    return canonical(items)
+            for i in batch:
+                items[(i.node, i.kind)] = i
+                queue.remove(i)
+            now, size, misses = cost, size * 2, 0
+            log.append(f"fill: added {', '.join(i.key for i in batch)}, exact {cost.peak_sram_bytes:,} B")
+        elif len(batch) > 1:
+            size = max(1, len(batch) // 2)
+        else:
+            queue.remove(batch[0])
+            misses += 1
+    return canonical(items.values())
+
+
+def _next_batch(queue: list[Item], items: Mapping[tuple[str, str], Item], gains: Mapping[Item, float],
+                size: int) -> list[Item]:
+    """The first `size` items of `queue` that add to or raise `items` (one per layer and kind); the queue loses
+    the ones that would not (a ratio no larger, or a gain no larger, than the one chosen)."""
+    batch: list[Item] = []
+    for i in list(queue):
+        old = items.get((i.node, i.kind))
+        if old is not None and (old.ratio >= i.ratio or gains.get(old, 0.0) >= gains[i]):
+            queue.remove(i)
+            continue
+        if all((b.node, b.kind) != (i.node, i.kind) for b in batch):
+            batch.append(i)
+        if len(batch) >= size:
+            break
+    return batch
 
 
 def heuristic_gains(cm: CostModel, sur: Surrogate) -> dict[Item, float]:
-    """The data-free stand-in for measured gains (used by `--update auto` without --data).
-
-    From the paper's contribution analysis: later layers help more than earlier ones, a bias is cheap and
-    useful, weights help in proportion to the square root of the trained fraction, and depthwise weights help
-    least. Value = p^2 * (1 for a bias; 2 * sqrt(ratio), halved for depthwise, for weights), p = the layer's
-    position from 0 (input) to 1 (classifier). The search then trades these values against exact memory.
-    """
-    n = max(1, len(cm.layers))
-    pos = {node.name: (k + 1) / n for k, node in enumerate(cm.layers)}
-    out = {}
-    for i in sur.bytes:
-        p2 = pos[i.node] ** 2
-        if i.kind == "bias":
-            out[i] = p2
-        else:
-            dw = cm.node(i.node).op == "depthwise_conv2d"
-            out[i] = p2 * 2.0 * np.sqrt(i.ratio) * (0.5 if dw else 1.0)
-    return out
+    """The data-free stand-in for measured gains (used by `--update auto` without --data): `gains.prior` of every
+    candidate (later layers, biases and the square root of the weight ratio count; depthwise weights least). The
+    search then trades these values against exact memory."""
+    return prior(cm, sur.bytes)

@@ -115,8 +115,7 @@ def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[st
         raise ValueError(f"alignment {alignment} is not a power of two")
     buffers = tuple(buffers)
     fixed = dict(fixed or {})
-    # a nest that would put its output below the arena's start under a fixed input is dropped (shares no byte)
-    tied, nested = tuple(tied), tuple((a, b, d) for a, b, d in nested if a not in fixed or fixed[a] + d >= 0)
+    tied, nested = tuple(tied), _within_arena(tuple(nested), fixed)
     key = (buffers, alignment, tuple(sorted(fixed.items())), tied, nested)
     hit = _MEMO.get(key)
     if hit is None:
@@ -132,6 +131,21 @@ def plan(buffers: Iterable[Buffer], alignment: int = 16, step_names: Sequence[st
 # plans by their inputs: the scheme search plans the same inference graph and stripe options again and again
 MEMO_SIZE = 256
 _MEMO: dict[tuple, tuple[dict[str, int], int, str]] = {}
+
+
+def _within_arena(nested: tuple[tuple[str, str, int], ...], fixed: Mapping[str, int]
+                  ) -> tuple[tuple[str, str, int], ...]:
+    """The nests that keep every output at or above the arena's start under the fixed offsets; one that would not
+    is dropped (it shares no byte). Stages in a row nest in turn (x -> y1 -> y2, in graph order): the offsets
+    follow the chain from a fixed input."""
+    at, kept = dict(fixed), []
+    for a, b, d in nested:
+        if a in at and at[a] + d < 0:
+            continue
+        if a in at:
+            at[b] = at[a] + d
+        kept.append((a, b, d))
+    return tuple(kept)
 
 
 def _place(buffers: tuple[Buffer, ...], alignment: int, fixed: dict[str, int], tied: tuple[tuple[str, str], ...],

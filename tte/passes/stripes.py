@@ -14,10 +14,15 @@ The node keeps the replaced layers as a small graph (attribute `stage`) and the 
 numpy reference runs that graph, so the result is bit-exact with the layer-by-layer model by construction, and
 the C (codegen/stripes.py) calls the same kernels on sub-tensors. Only the layers the train step does not
 differentiate can be striped: their outputs are read by nothing outside the stage.
+
+When one stage cannot bring the arena under the budget, up to MAX_STAGES stages run in a row (`pick_stage`):
+each ends on a narrow tensor (a block's projection) kept whole, which the next one reads (its output nested in
+those rows in turn), so the wide maps of later blocks are striped too without one stage's recomputed overlap.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -26,7 +31,7 @@ import numpy as np
 
 from tte import ops
 from tte.ir import Graph, IOSpec, Node, Tensor
-from tte.passes.stripe_schedule import CONV_OPS, SLOT_NAMES, call_graph, data_inputs, schedule, scratch_slots
+from tte.passes.stripe_schedule import CONV_OPS, SLOT_NAMES, data_inputs, schedule, scratch_slots
 from tte.passes.stripe_schedule import input_rows as input_rows  # re-exported: the tests read the geometry here
 from tte.passes.stripe_schedule import output_offset as _offset
 
@@ -34,6 +39,9 @@ STAGE_OP = "stripe_stage"
 STRIPE_OPS = (*CONV_OPS, "add")
 ROW_CHOICES = (16, 8, 4, 2, 1)
 MIN_ROWS = 4  # the stripes end before the first layer whose output has fewer rows
+MAX_STAGES = 2  # stripe stages in a row (3 helps the paper models more, but slows the scheme search ~7x)
+LATER_ENDS = 2  # a later stage ends on one of the next this many narrow tensors
+LATER_DOWNSCALE = 4  # ... and starts where the maps have at least 1/this of the input rows
 SLACK = 1.10  # a striped stage may take this much more arena than the smallest one, for fewer MACs
 T = TypeVar("T")
 
@@ -83,13 +91,11 @@ def stage_nests(graph: Graph, spans: Mapping[str, tuple[int, int]], roots: Mappi
 
 
 def stage_macs(sub: Graph, rows: int) -> int:
-    """MACs of the striped stage (the recomputed overlap included)."""
-    total = 0
-    for stripe in schedule(sub, rows):
-        for call in stripe:
-            one, g = call_graph(call, sub)
-            total += int(ops.get(one.op).macs(one, g))
-    return total
+    """MACs of the striped stage (the recomputed overlap included). A layer's MACs are proportional to its
+    output rows (conv, depthwise and add count per output element)."""
+    per_row = {n.name: int(ops.get(n.op).macs(n, sub)) // sub[n.outputs[0]].shape[1] for n in sub.nodes}
+    return sum(per_row[c.node.name] * (c.out_rows[1] - c.out_rows[0]) for stripe in schedule(sub, rows)
+               for c in stripe)
 
 
 def _stage_reference(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -195,25 +201,60 @@ class StageOption:
     floor: int
 
 
-def stage_options(graph: Graph, trainable: set[str] = frozenset()) -> list[StageOption]:
-    """Every candidate stage, for each cut of the chain and stripe height (cached per cut: a scheme search asks
-    for the same layers again and again)."""
+def stage_choices(graph: Graph, trainable: set[str] = frozenset(), max_stages: int = 1
+                  ) -> list[tuple[StageOption, ...]]:
+    """Every candidate sequence of up to `max_stages` consecutive stages along the chain, one-stage candidates
+    first. A stage ends at a cut; a further stage starts only where the stage before ends on a narrow tensor (no
+    larger than its neighbours: a block's projection), which it keeps whole, and ends on one of the next
+    LATER_ENDS narrow tensors. Later stages start only in the first layers (at least 1/LATER_DOWNSCALE of the
+    input rows left), where the maps are large: the candidates stay few for the scheme search."""
     chain = stripe_chain(graph, trainable)
-    options, key = [], (graph.name,)
-    cuts = set(stage_cuts(graph, chain))
-    for k, node in enumerate(chain, 1):
-        # the layers' structure and their tensors' identities (an entry keeps its tensors alive: no id is reused)
+    cuts = stage_cuts(graph, chain)
+    singles = [(o,) for k in cuts for o in _cut_options(graph, chain, 0, k)]
+    if max_stages < 2 or not chain:
+        return singles
+    rows = graph[chain[0].inputs[0]].shape[1]
+    narrow = [k for k in _narrow_cuts(graph, chain) if graph[chain[k - 1].outputs[0]].shape[1] * LATER_DOWNSCALE
+              >= rows]
+    return singles + [(o, *rest) for k in cuts if k in narrow for o in _cut_options(graph, chain, 0, k)
+                      for rest in _later_stages(graph, chain, k, narrow, max_stages - 1)]
+
+
+def _later_stages(graph: Graph, chain: list[Node], start: int, narrow: list[int], depth: int
+                  ) -> list[tuple[StageOption, ...]]:
+    """The sequences of 1..depth stages over `chain[start:]`, each ending on one of the next narrow cuts."""
+    cuts = {start + k for k in stage_cuts(graph, chain[start:])} & set(stage_cuts(graph, chain))  # block ends
+    ends = [k for k in _narrow_cuts(graph, chain) if k > start and k in cuts][:LATER_ENDS]
+    out: list[tuple[StageOption, ...]] = []
+    for k in ends:
+        for o in _cut_options(graph, chain, start, k):
+            out.append((o,))
+            if depth > 1 and k in narrow:
+                out += [(o, *rest) for rest in _later_stages(graph, chain, k, narrow, depth - 1)]
+    return out
+
+
+def _narrow_cuts(graph: Graph, chain: list[Node]) -> list[int]:
+    """The chain lengths k whose last output is no larger than the outputs next to it (where stages may meet),
+    ascending."""
+    size = [graph[n.outputs[0]].nbytes for n in chain]
+    return [k for k in range(1, len(chain) + 1) if size[k - 1] <= min(size[max(0, k - 2):k + 1])]
+
+
+def _cut_options(graph: Graph, chain: list[Node], start: int, k: int) -> list[StageOption]:
+    """The options of the stage `chain[start:k]` (cached by the layers' structure and their tensors' identities:
+    an entry keeps its tensors alive, so no id is reused)."""
+    key: tuple = (graph.name,)
+    for node in chain[start:k]:
         key = (*key, node.op, node.name, node.inputs, node.outputs, repr(dict(node.attrs)),
                *(id(graph[t]) for t in (*node.inputs, *node.outputs) if t))
-        if k in cuts:
-            hit = _OPTIONS.get(key)
-            if hit is None:
-                if len(_OPTIONS) >= 256:
-                    _OPTIONS.pop(next(iter(_OPTIONS)))
-                tensors = [graph[t] for n in chain[:k] for t in (*n.inputs, *n.outputs) if t]
-                hit = _OPTIONS[key] = (_options(graph, chain[:k]), tensors)
-            options += hit[0]
-    return options
+    hit = _OPTIONS.get(key)
+    if hit is None:
+        if len(_OPTIONS) >= 1024:
+            _OPTIONS.pop(next(iter(_OPTIONS)))
+        tensors = [graph[t] for n in chain[start:k] for t in (*n.inputs, *n.outputs) if t]
+        hit = _OPTIONS[key] = (_options(graph, chain[start:k]), tensors)
+    return hit[0]
 
 
 _OPTIONS: dict[tuple, tuple[list[StageOption], list[Tensor]]] = {}
@@ -236,53 +277,85 @@ def _options(graph: Graph, chain: list[Node]) -> list[StageOption]:
     return options
 
 
-def pick_stage(graph: Graph, trainable: set[str], plan: Callable[[Node, dict[str, Tensor]], tuple[T, int]],
-               arena_budget: int, floor: Callable[[Node, dict[str, Tensor]], int] | None = None
-               ) -> tuple[T, int] | None:
-    """The best striped stage for an arena budget: `plan(node, scratch)` gives (payload, arena) of one option.
+def pick_stage(graph: Graph, trainable: set[str], plan: Callable[..., tuple[T, int]], arena_budget: int,
+               floor: Callable[..., int] | None = None, max_stages: int | None = None) -> tuple[T, int] | None:
+    """The best striped stage (or sequence of up to `max_stages` stages, MAX_STAGES when None) for an arena
+    budget: `plan(node, scratch, *later)` gives (payload, arena) of one candidate, `later` being the (node,
+    scratch) of its further stages.
 
-    Of the options within the budget and within SLACK of the smallest arena, the one with the fewest MACs (the
-    overlap of stripes is computed twice); if none fits, the smallest arena. None when there is no option.
+    Of the candidates within the budget and within SLACK of the smallest arena, the one with the fewest MACs (the
+    overlap of stripes is computed twice); if none fits, the smallest arena. None when there is no candidate.
+    More stages are tried only when fewer do not fit the budget (each level adds many candidates to plan).
 
-    `floor(node, scratch)`: a lower bound of an option's arena (cheaper than `plan`; the stage input must live in
-    the arena, as `StageOption.floor` is used too). With it, the same choice is made from a few plans: options
-    by ascending floor until the smallest arena is certain, then by ascending MACs until one is within the limit.
+    `floor(node, scratch, *later)`: a lower bound of a candidate's arena (cheaper than `plan`; each stage input
+    must live in the arena, as `StageOption.floor` is used too). With it, the same choice is made from a few
+    plans: candidates by ascending bound until the smallest arena is certain, then by ascending MACs until one
+    is within the limit. `floor` itself is asked lazily: only of candidates whose option floors leave them in.
     """
-    cands = stage_options(graph, trainable)
-    if not cands:
-        return None
+    best = None
+    for stages in range(1, (MAX_STAGES if max_stages is None else max_stages) + 1):
+        cands = stage_choices(graph, trainable, stages)
+        if not cands:
+            return None
+        best = _pick(cands, plan, arena_budget, floor)
+        if best[1] <= arena_budget:
+            break
+    return best
+
+
+def _pick(cands: list[tuple[StageOption, ...]], plan: Callable[..., tuple[T, int]], arena_budget: int,
+          floor: Callable[..., int] | None) -> tuple[T, int]:
+    """pick_stage's choice among `cands`."""
+    args = [(c[0].node, c[0].scratch, *((o.node, o.scratch) for o in c[1:])) for c in cands]
+    macs = [sum(o.macs for o in c) for c in cands]
     if floor is None:
-        return _choose(cands, {i: plan(c.node, c.scratch) for i, c in enumerate(cands)}, arena_budget)
-    lows = [max(c.floor, floor(c.node, c.scratch)) for c in cands]
+        return _choose(macs, {i: plan(*args[i]) for i in range(len(cands))}, arena_budget)
+    lows = [max(o.floor for o in c) for c in cands]
+    exact: set[int] = set()
     done: dict[int, tuple[T, int]] = {}
+
+    def low(i: int) -> int:
+        if i not in exact:
+            lows[i] = max(lows[i], floor(*args[i]))
+            exact.add(i)
+        return lows[i]
 
     def arena(i: int) -> int:
         if i not in done:
-            done[i] = plan(cands[i].node, cands[i].scratch)
+            done[i] = plan(*args[i])
         return done[i][1]
 
-    for i in sorted(range(len(cands)), key=lambda i: (lows[i], i)):
-        if done and min(a for _, a in done.values()) <= lows[i]:
-            break  # no option left can have a smaller arena
+    def below(i: int, limit: float) -> bool:  # the cheap bound first
+        return lows[i] <= limit and low(i) <= limit
+
+    heap = [(lows[i], i) for i in range(len(cands))]
+    heapq.heapify(heap)
+    while heap:
+        bound, i = heapq.heappop(heap)
+        if done and min(a for _, a in done.values()) <= bound:
+            break  # no candidate left can have a smaller arena
+        if i not in exact:
+            heapq.heappush(heap, (low(i), i))
+            continue
         arena(i)
     smallest = min(a for _, a in done.values())
     limit = min(arena_budget, SLACK * smallest)
-    for i in sorted((i for i in range(len(cands)) if lows[i] <= limit), key=lambda i: (cands[i].macs, i)):
-        if arena(i) <= limit:  # the fewest MACs within the limit: settle equal MACs by arena
+    for i in sorted(range(len(cands)), key=lambda i: (macs[i], i)):
+        if below(i, limit) and arena(i) <= limit:  # the fewest MACs within the limit: settle equal MACs by arena
             for j in range(len(cands)):
-                if cands[j].macs == cands[i].macs and lows[j] <= limit:
+                if macs[j] == macs[i] and below(j, limit):
                     arena(j)
             break
-    else:  # none within the limit: the smallest arena wins, every option that may reach it is needed
+    else:  # none within the limit: the smallest arena wins, every candidate that may reach it is needed
         for i in range(len(cands)):
-            if lows[i] <= smallest:
+            if below(i, smallest):
                 arena(i)
-    return _choose(cands, done, arena_budget)
+    return _choose(macs, done, arena_budget)
 
 
-def _choose(cands: list[StageOption], planned: Mapping[int, tuple[T, int]], arena_budget: int) -> tuple[T, int]:
-    """The choice among planned options (pick_stage's rule), ties to the earlier option."""
-    options = [(*planned[i], cands[i].macs) for i in sorted(planned)]
+def _choose(macs: Sequence[int], planned: Mapping[int, tuple[T, int]], arena_budget: int) -> tuple[T, int]:
+    """The choice among planned candidates (pick_stage's rule), ties to the earlier candidate."""
+    options = [(*planned[i], macs[i]) for i in sorted(planned)]
     smallest = min(arena for _, arena, _ in options)
     fits = [o for o in options if o[1] <= min(arena_budget, SLACK * smallest)]
     best = min(fits, key=lambda o: (o[2], o[1])) if fits else min(options, key=lambda o: (o[1], o[2]))
