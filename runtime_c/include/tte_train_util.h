@@ -121,4 +121,28 @@ static TTE_ALWAYS_INLINE void tte_put_bits4(uint8_t *mask, int32_t i, uint32_t b
     }
 }
 
+/* The 4x4 float register block of the blocked fp32 kernels (train_conv_grad.c, train_conv_update.c,
+ * train_block_grad.c): a<r><c> accumulates row r times column c, every product and sum rounded on its own, in the
+ * order the numpy reference sums. One set of macros, so the kernels share the unrolled body. */
+#define TTE_F32_BLOCK4X4_DECL                                                                                    \
+    float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;      \
+    float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f
+
+/* Row r of the block += d * (v0, v1, v2, v3). */
+#define TTE_F32_ROW4(r, d, v0, v1, v2, v3)                                                                       \
+    do {                                                                                                         \
+        a##r##0 = a##r##0 + (d) * (v0);                                                                          \
+        a##r##1 = a##r##1 + (d) * (v1);                                                                          \
+        a##r##2 = a##r##2 + (d) * (v2);                                                                          \
+        a##r##3 = a##r##3 + (d) * (v3);                                                                          \
+    } while (0)
+
+/* The block to acc[16], row-major. */
+#define TTE_F32_BLOCK4X4_STORE(acc)                                                                              \
+    do {                                                                                                         \
+        (acc)[0] = a00, (acc)[1] = a01, (acc)[2] = a02, (acc)[3] = a03, (acc)[4] = a10, (acc)[5] = a11;          \
+        (acc)[6] = a12, (acc)[7] = a13, (acc)[8] = a20, (acc)[9] = a21, (acc)[10] = a22, (acc)[11] = a23;        \
+        (acc)[12] = a30, (acc)[13] = a31, (acc)[14] = a32, (acc)[15] = a33;                                      \
+    } while (0)
+
 #endif /* TTE_TRAIN_UTIL_H */

@@ -55,35 +55,20 @@ static TTE_NOINLINE void pw2_grads(const block_ctx *b, const float *grad, const 
         const float *g0 = grad + p * cout, *g1 = grad + (p + tte_min32(1, rows - 1)) * cout;
         const float *g2 = grad + (p + tte_min32(2, rows - 1)) * cout, *g3 = grad + (p + rows - 1) * cout;
         const float *w = w2f;
-        float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
-        float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+        TTE_F32_BLOCK4X4_DECL;
         float acc[16];
         for (o = 0; o < cout; o++, w += 4) {
             const float s = w_scale[o], w0 = w[0], w1 = w[1], wv2 = w[2], w3 = w[3];
             float d = g0[o] * s;
-            a00 = a00 + d * w0;
-            a01 = a01 + d * w1;
-            a02 = a02 + d * wv2;
-            a03 = a03 + d * w3;
+            TTE_F32_ROW4(0, d, w0, w1, wv2, w3);
             d = g1[o] * s;
-            a10 = a10 + d * w0;
-            a11 = a11 + d * w1;
-            a12 = a12 + d * wv2;
-            a13 = a13 + d * w3;
+            TTE_F32_ROW4(1, d, w0, w1, wv2, w3);
             d = g2[o] * s;
-            a20 = a20 + d * w0;
-            a21 = a21 + d * w1;
-            a22 = a22 + d * wv2;
-            a23 = a23 + d * w3;
+            TTE_F32_ROW4(2, d, w0, w1, wv2, w3);
             d = g3[o] * s;
-            a30 = a30 + d * w0;
-            a31 = a31 + d * w1;
-            a32 = a32 + d * wv2;
-            a33 = a33 + d * w3;
+            TTE_F32_ROW4(3, d, w0, w1, wv2, w3);
         }
-        acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
-        acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
-        acc[14] = a32, acc[15] = a33;
+        TTE_F32_BLOCK4X4_STORE(acc);
         for (r = 0; r < 4 * rows; r++) {
             g[4 * p + r] = acc[r];
         }
@@ -221,8 +206,7 @@ static TTE_NOINLINE void weight_grads(const block_ctx *b, const float *g1, const
     for (t = 0; t < t_count; t += 4) {
         const int8_t *x = saved;
         const float *g = g1;
-        float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
-        float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+        TTE_F32_BLOCK4X4_DECL;
         for (j = 0; j < 4; j++) {
             col[j] = tte_min32(t + j, t_count - 1);
         }
@@ -230,26 +214,12 @@ static TTE_NOINLINE void weight_grads(const block_ctx *b, const float *g1, const
             const float x0 = (float)((int32_t)x[col[0]] + offset), x1 = (float)((int32_t)x[col[1]] + offset);
             const float x2 = (float)((int32_t)x[col[2]] + offset), x3 = (float)((int32_t)x[col[3]] + offset);
             const float g0 = g[0], gv1 = g[1], g2 = g[2], g3 = g[3];
-            a00 = a00 + g0 * x0;
-            a01 = a01 + g0 * x1;
-            a02 = a02 + g0 * x2;
-            a03 = a03 + g0 * x3;
-            a10 = a10 + gv1 * x0;
-            a11 = a11 + gv1 * x1;
-            a12 = a12 + gv1 * x2;
-            a13 = a13 + gv1 * x3;
-            a20 = a20 + g2 * x0;
-            a21 = a21 + g2 * x1;
-            a22 = a22 + g2 * x2;
-            a23 = a23 + g2 * x3;
-            a30 = a30 + g3 * x0;
-            a31 = a31 + g3 * x1;
-            a32 = a32 + g3 * x2;
-            a33 = a33 + g3 * x3;
+            TTE_F32_ROW4(0, g0, x0, x1, x2, x3);
+            TTE_F32_ROW4(1, gv1, x0, x1, x2, x3);
+            TTE_F32_ROW4(2, g2, x0, x1, x2, x3);
+            TTE_F32_ROW4(3, g3, x0, x1, x2, x3);
         }
-        acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
-        acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
-        acc[14] = a32, acc[15] = a33;
+        TTE_F32_BLOCK4X4_STORE(acc);
         for (j = 0; j < 4 && t + j < t_count; j++) {
             gw[t + j] = acc[j], gw[t_count + t + j] = acc[4 + j];
             gw[2 * t_count + t + j] = acc[8 + j], gw[3 * t_count + t + j] = acc[12 + j];

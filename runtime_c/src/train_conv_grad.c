@@ -108,35 +108,20 @@ static TTE_NOINLINE void pw_sums(const float *w_scale, const int8_t *w, int32_t 
 {
     const float *g0 = b->g[0], *g1 = b->g[1], *g2 = b->g[2], *g3 = b->g[3];
     const int32_t c0 = b->col[0], c1 = b->col[1], c2 = b->col[2], c3 = b->col[3];
-    float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
-    float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+    TTE_F32_BLOCK4X4_DECL;
     int32_t o;
     for (o = 0; o < cout; o++, w += ws) {
         const float s = w_scale[o], w0 = (float)w[c0], w1 = (float)w[c1], w2 = (float)w[c2], w3 = (float)w[c3];
         float d = g0[o] * s;
-        a00 = a00 + d * w0;
-        a01 = a01 + d * w1;
-        a02 = a02 + d * w2;
-        a03 = a03 + d * w3;
+        TTE_F32_ROW4(0, d, w0, w1, w2, w3);
         d = g1[o] * s;
-        a10 = a10 + d * w0;
-        a11 = a11 + d * w1;
-        a12 = a12 + d * w2;
-        a13 = a13 + d * w3;
+        TTE_F32_ROW4(1, d, w0, w1, w2, w3);
         d = g2[o] * s;
-        a20 = a20 + d * w0;
-        a21 = a21 + d * w1;
-        a22 = a22 + d * w2;
-        a23 = a23 + d * w3;
+        TTE_F32_ROW4(2, d, w0, w1, w2, w3);
         d = g3[o] * s;
-        a30 = a30 + d * w0;
-        a31 = a31 + d * w1;
-        a32 = a32 + d * w2;
-        a33 = a33 + d * w3;
+        TTE_F32_ROW4(3, d, w0, w1, w2, w3);
     }
-    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
-    acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
-    acc[14] = a32, acc[15] = a33;
+    TTE_F32_BLOCK4X4_STORE(acc);
 }
 
 /* Every pixel for `n` (1..4) columns of the weight matrix w [O, ws]: column col[j] is input channel ch[j]. */

@@ -170,36 +170,21 @@ static void update_columns(const sum_args *s, int conv, int32_t n, const int32_t
 static TTE_NOINLINE void pw_wsums(const float *grad, int32_t cout, const int8_t *x, int32_t t_count,
                                   int32_t pixels, int32_t off, float acc[16])
 {
-    float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
-    float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+    TTE_F32_BLOCK4X4_DECL;
     int32_t p;
     for (p = 0; p < pixels; p++, grad += cout, x += t_count) {
         const float x0 = (float)(x[0] + off), x1 = (float)(x[1] + off), x2 = (float)(x[2] + off);
         const float x3 = (float)(x[3] + off);
         float d = grad[0];
-        a00 = a00 + d * x0;
-        a01 = a01 + d * x1;
-        a02 = a02 + d * x2;
-        a03 = a03 + d * x3;
+        TTE_F32_ROW4(0, d, x0, x1, x2, x3);
         d = grad[1];
-        a10 = a10 + d * x0;
-        a11 = a11 + d * x1;
-        a12 = a12 + d * x2;
-        a13 = a13 + d * x3;
+        TTE_F32_ROW4(1, d, x0, x1, x2, x3);
         d = grad[2];
-        a20 = a20 + d * x0;
-        a21 = a21 + d * x1;
-        a22 = a22 + d * x2;
-        a23 = a23 + d * x3;
+        TTE_F32_ROW4(2, d, x0, x1, x2, x3);
         d = grad[3];
-        a30 = a30 + d * x0;
-        a31 = a31 + d * x1;
-        a32 = a32 + d * x2;
-        a33 = a33 + d * x3;
+        TTE_F32_ROW4(3, d, x0, x1, x2, x3);
     }
-    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
-    acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
-    acc[14] = a32, acc[15] = a33;
+    TTE_F32_BLOCK4X4_STORE(acc);
 }
 
 /* The state after n more draws. */
