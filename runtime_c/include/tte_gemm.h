@@ -46,4 +46,18 @@ typedef struct {
 int32_t tte_gemm_mask_pair(tte_gemm_mask_args *pair, int32_t rows, const int8_t *lhs, int32_t depth, int32_t cols,
                            const int8_t *w0, const int8_t *w1, int8_t *out);
 
+/* One depth step of the 2x2 SMLAD block (gemm_s8.c, gemm_mask_s8.c): rows x and x + depth, int8 values k..k+3,
+ * against the two output channels' 16-bit widened weights at w (words 0-1: channel 0, words 2-3: channel 1).
+ * Needs tte_simd.h; the int32 sums wrap, as SMLAD's. */
+#define TTE_GEMM_STEP_2X2(x, depth, k, w, a00, a01, a10, a11)                                                   \
+    do {                                                                                                        \
+        const uint32_t v0_ = tte_read_s8x4((x) + (k)), v1_ = tte_read_s8x4((x) + (depth) + (k));                \
+        const uint32_t x0l_ = tte_sxtb16(v0_), x0h_ = tte_sxtb16_ror8(v0_);                                     \
+        const uint32_t x1l_ = tte_sxtb16(v1_), x1h_ = tte_sxtb16_ror8(v1_);                                     \
+        (a00) = tte_smlad(x0h_, tte_read_word(w, 1), tte_smlad(x0l_, tte_read_word(w, 0), (a00)));              \
+        (a01) = tte_smlad(x0h_, tte_read_word(w, 3), tte_smlad(x0l_, tte_read_word(w, 2), (a01)));              \
+        (a10) = tte_smlad(x1h_, tte_read_word(w, 1), tte_smlad(x1l_, tte_read_word(w, 0), (a10)));              \
+        (a11) = tte_smlad(x1h_, tte_read_word(w, 3), tte_smlad(x1l_, tte_read_word(w, 2), (a11)));              \
+    } while (0)
+
 #endif /* TTE_GEMM_H */

@@ -35,8 +35,8 @@ typedef char tte_check_run3_layout[(offsetof(tte_dw_run3, m) == 72 && offsetof(t
         DW3_TAP("add     r10, r0, r9, lsl #1\n\tldr     r10, [r10]\n\t", o2) \
         "ldr     r10, [r1, #156]\n\t" \
         "add     r0, r0, r10\n\t"
-/* Output j of the pixel from sum `acc` (tte_requant_fast_s8), stored at [r2, #j]. */
-#define DW3_OUT(acc, j, m, kout, sh) \
+/* The requantized value of sum `acc` before the int8 saturation (tte_requant_fast_s8), in r11. */
+#define DW3_REQ(acc, m, kout, sh) \
         "ldr     r10, [r1, #" m "]\n\t" \
         "ldr     r11, [r1, #" kout "]\n\t" \
         "ldr     r12, [r1, #" sh "]\n\t" \
@@ -44,20 +44,17 @@ typedef char tte_check_run3_layout[(offsetof(tte_dw_run3, m) == 72 && offsetof(t
         "orr     lr, lr, #0x40000000\n\t" \
         "add     r11, r11, " acc ", asr #31\n\t" \
         "smlal   lr, r11, " acc ", r10\n\t" \
-        "asr     r11, r11, r12\n\t" \
+        "asr     r11, r11, r12\n\t"
+
+/* Output j of the pixel from sum `acc`, stored at [r2, #j]. */
+#define DW3_OUT(acc, j, m, kout, sh) \
+        DW3_REQ(acc, m, kout, sh) \
         "ssat    r11, #8, r11\n\t" \
         "strb    r11, [r2, #" j "]\n\t"
 
 /* Output j from sum `acc` as DW3_OUT, then v - SSAT(v) in `acc` (zero iff the mask bit is 1). */
 #define DW3_OUT_MASK(acc, j, m, kout, sh) \
-        "ldr     r10, [r1, #" m "]\n\t" \
-        "ldr     r11, [r1, #" kout "]\n\t" \
-        "ldr     r12, [r1, #" sh "]\n\t" \
-        "and     lr, " acc ", #0x80000000\n\t" \
-        "orr     lr, lr, #0x40000000\n\t" \
-        "add     r11, r11, " acc ", asr #31\n\t" \
-        "smlal   lr, r11, " acc ", r10\n\t" \
-        "asr     r11, r11, r12\n\t" \
+        DW3_REQ(acc, m, kout, sh) \
         "ssat    r10, #8, r11\n\t" \
         "strb    r10, [r2, #" j "]\n\t" \
         "sub     " acc ", r11, r10\n\t"

@@ -153,13 +153,7 @@ static void pass_c(tte_gemm_mask_args *p, const int8_t *lhs, int32_t depth, int3
         const uint32_t *w = (const uint32_t *)(const void *)p->w0;
         int32_t k;
         for (k = 0; k < depth; k += 4, w += 4) {
-            const uint32_t v0 = tte_read_s8x4(x + k), v1 = tte_read_s8x4(x + depth + k);
-            const uint32_t x0l = tte_sxtb16(v0), x0h = tte_sxtb16_ror8(v0);
-            const uint32_t x1l = tte_sxtb16(v1), x1h = tte_sxtb16_ror8(v1);
-            a00 = tte_smlad(x0h, tte_read_word(w, 1), tte_smlad(x0l, tte_read_word(w, 0), a00));
-            a01 = tte_smlad(x0h, tte_read_word(w, 3), tte_smlad(x0l, tte_read_word(w, 2), a01));
-            a10 = tte_smlad(x1h, tte_read_word(w, 1), tte_smlad(x1l, tte_read_word(w, 0), a10));
-            a11 = tte_smlad(x1h, tte_read_word(w, 3), tte_smlad(x1l, tte_read_word(w, 2), a11));
+            TTE_GEMM_STEP_2X2(x, depth, k, w, a00, a01, a10, a11);
         }
 #else
         int32_t acc[4] = {0, 0, 0, 0};
