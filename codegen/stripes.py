@@ -3,10 +3,11 @@ ordinary kernels on sub-tensors.
 
 Each call is the layer's own emitter (codegen.ops) applied to a one-node graph whose input and output are the
 rows of the stripe: the stage input and output are addressed in place (base pointer + first row * row bytes),
-the intermediates live in the node's scratch slots (row 0 of a slot = the first row its tensor has in the
-stripe; an add reads its rows of a residual input further on), and
-the top/bottom padding left at a stripe's edge goes into the parameters. Constants repeated from stripe to
-stripe (requantization multipliers) are emitted once (the emitter's pool).
+the intermediates live in the node's scratch slots (row 0 of a slot = the first row its tensor keeps in the
+stripe; an add reads its rows of a residual input further on; a rolling stage first moves the rows it keeps
+down to row 0, `tte_rows_shift_s8`), and the top/bottom padding left at a stripe's edge goes into the
+parameters. Constants repeated from stripe to stripe (requantization multipliers) are emitted once (the
+emitter's pool).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING
 from codegen.ops import CCall, ConstName
 from codegen.ops import emit as emit_op
 from tte.ir import Graph, Node
-from tte.passes.stripe_schedule import call_graph, data_inputs, row_bytes, schedule, scratch_slots
+from tte.passes.stripe_schedule import call_graph, data_inputs, line_buffers, row_bytes, scratch_slots
+from tte.passes.stripes import stripe_mode
 
 if TYPE_CHECKING:
     from codegen.emit import Pointers
@@ -25,15 +27,20 @@ if TYPE_CHECKING:
 def emit_stage(node: Node, graph: Graph, pointers: Pointers, const_name: ConstName) -> CCall:
     """Every stripe's kernel calls, top stripe first (constants are named after the layer, not `const_name`)."""
     sub: Graph = node.attrs["stage"].graph
-    rows = int(node.attrs["rows"])
+    rows, rolling = stripe_mode(node)
     stage_in, stage_out = node.inputs[0], node.outputs[0]
     slots = [pointers.ref(t) for t in node.outputs[1:]]
-    slot_of, _ = scratch_slots(sub, rows)
-    stripes = schedule(sub, rows)
+    slot_of, _ = scratch_slots(sub, rows, rolling)
+    lb = line_buffers(sub, rows, rolling)
+    stripes = lb.calls
     lines: list[str] = []
-    consts, sources = [], []
+    consts, sources = [], ["src/copy.c"] if any(lb.shifts) else []
     for k, stripe in enumerate(stripes):
-        first_row = {c.node.outputs[0]: c.out_rows[0] for c in stripe}  # a slot's row 0 in this stripe
+        first_row = lb.base[k]  # the whole-tensor row at a slot's row 0 in this stripe
+        for t, drop, keep in lb.shifts[k]:
+            rb = row_bytes(sub, t)
+            lines.append(f"tte_rows_shift_s8({drop * rb}, {keep * rb}, {slots[slot_of[t]]}); "
+                         f"/* '{t}': keep rows {first_row[t]}..{first_row[t] + keep - 1} */")
 
         def rows_of(t: str, row: int, first_row: dict[str, int] = first_row) -> str:
             """The address of whole-tensor row `row` of a stage tensor in this stripe."""

@@ -22,7 +22,7 @@ SHARED = Path(tte.__file__).resolve().parents[1].parent / "shared" / "models"
 def _summary(layout) -> tuple:
     p = layout.planned
     stages = [n for n in p.tg.graph.nodes if n.op == stripes.STAGE_OP]  # none, one, or a few in a row
-    return (tuple(n.name for n in stages), tuple(n.attrs["rows"] for n in stages), p.arena,
+    return (tuple(n.name for n in stages), tuple(stripes.stripe_mode(n) for n in stages), p.arena,
             tuple(sorted(p.plan.offsets.items())), tuple(sorted(p.infer_plan.offsets.items())), p.plan.nested)
 
 
@@ -38,17 +38,22 @@ def _clear_caches() -> None:
     stripes._OFFSETS.clear()
 
 
+@pytest.mark.parametrize("rolling", [True, False])
 @pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("update", ["last:1", "last:3"])
-def test_floors_choose_the_stage_planning_every_option_would(update, stages, monkeypatch):
+def test_floors_choose_the_stage_planning_every_option_would(update, stages, rolling, monkeypatch):
     monkeypatch.setattr(stripes, "MAX_STAGES", stages)
+    if not rolling:  # recomputing stripes only: their heights trade memory for MACs, so the choice varies more
+        monkeypatch.setattr(stripes, "ROLLING_ROWS", ())
+    _clear_caches()
     program = train_program(normalize(residual_net()), TrainConfig(update, "new:3"))
     budgets = [100, 5000, 5500, 7000, 10000]  # bytes for the whole train step (no stack reserve)
     fast = [_summary(train_layout.plan_layout(program, "m", b)) for b in budgets]
     _every_option(monkeypatch)
     assert [_summary(train_layout.plan_layout(program, "m", b)) for b in budgets] == fast
     # stripe heights differ with the budget (two stages: one choice is far below the rest); the largest needs none
-    assert len({s[:2] for s in fast}) >= (3 if stages == 1 else 2)
+    assert len({s[:2] for s in fast}) >= (3 if stages == 1 and not rolling else 2)
+    _clear_caches()
 
 
 def test_warm_caches_give_the_cold_plans():

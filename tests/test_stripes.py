@@ -14,7 +14,7 @@ from tte import host, ops
 from tte.cli import main as tte_main
 from tte.compile import TrainConfig, build, write_output
 from tte.passes.normalize import normalize
-from tte.passes.stripe_schedule import call_graph, data_inputs, scratch_slots
+from tte.passes.stripe_schedule import call_graph, data_inputs, line_buffers, row_bytes, scratch_slots
 from tte.passes.stripes import (
     STAGE_OP,
     input_rows,
@@ -24,6 +24,7 @@ from tte.passes.stripes import (
     stage_macs,
     stage_node,
     stripe_chain,
+    stripe_mode,
     with_stage,
 )
 from tte.reference import run
@@ -167,7 +168,7 @@ def _overwrites_before_read(node, offset: int) -> list[tuple[int, int]]:
     base = sub[y].nbytes  # byte 0 of the input; the output may start below it
     clobbered = np.zeros(base + offset + sub[y].nbytes + sub[x].nbytes, bool)
     bad = []
-    for k, stripe in enumerate(schedule(sub, int(node.attrs["rows"]))):
+    for k, stripe in enumerate(schedule(sub, *stripe_mode(node))):
         for i, call in enumerate(stripe):
             if i == len(stripe) - 1:  # a one-layer call may write before it has read all its rows: first
                 at = base + offset
@@ -177,30 +178,32 @@ def _overwrites_before_read(node, offset: int) -> list[tuple[int, int]]:
     return bad
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4, 16])
+@pytest.mark.parametrize("rows,rolling", [(1, False), (2, False), (4, False), (16, False), (1, True), (2, True)])
 @pytest.mark.parametrize("net,length", [("odd", 1), ("odd", 2), ("odd", 3), ("odd", 5), ("res", 5), ("res", 11)])
-def test_output_offset_never_overwrites_input_rows_still_read(graph, resnet, net, length, rows):
+def test_output_offset_never_overwrites_input_rows_still_read(graph, resnet, net, length, rows, rolling):
     """The offset is checked by a byte-level run of the schedule; a one-layer stage reads stripe k's first
     input row in the call that writes its output, so its output cannot start at the input's first byte."""
     g = graph if net == "odd" else resnet
-    node, _ = stage_node(g, stripe_chain(g)[:length], rows)
+    node, _ = stage_node(g, stripe_chain(g)[:length], rows, rolling)
     offset = output_offset(node)
     if length == 1:
         assert _overwrites_before_read(node, 0)
     if offset is None:  # one stripe of one layer reads all its input while it writes: nothing to share
-        assert length == 1 and len(schedule(node.attrs["stage"].graph, rows)) == 1
+        assert length == 1 and len(schedule(node.attrs["stage"].graph, rows, rolling)) == 1
         return
     assert offset <= 0 and offset % 16 == 0
     assert _overwrites_before_read(node, offset) == []
     assert _overwrites_before_read(node, offset + 16) != [] or offset == 0  # the highest aligned offset
 
 
-@pytest.mark.parametrize("net,length,rows", [("odd", 5, 1), ("odd", 2, 4), ("odd", 4, 16), ("odd", 3, 2),
-                                             ("res", 5, 1), ("res", 9, 2), ("res", 11, 4)])
-def test_any_stage_length_and_stripe_height_is_bit_exact(graph, resnet, tmp_path, net, length, rows):
+@pytest.mark.parametrize("net,length,rows,rolling", [
+    ("odd", 5, 1, False), ("odd", 2, 4, False), ("odd", 4, 16, False), ("odd", 3, 2, False), ("res", 5, 1, False),
+    ("res", 9, 2, False), ("res", 11, 4, False), ("odd", 5, 1, True), ("odd", 4, 2, True), ("res", 9, 1, True),
+    ("res", 11, 2, True)])
+def test_any_stage_length_and_stripe_height_is_bit_exact(graph, resnet, tmp_path, net, length, rows, rolling):
     """Bit-exact on the host, the stage output nested in its input's consumed rows wherever the schedule allows."""
     graph = graph if net == "odd" else resnet
-    node, scratch = stage_node(graph, stripe_chain(graph)[:length], rows)
+    node, scratch = stage_node(graph, stripe_chain(graph)[:length], rows, rolling)
     staged = with_stage(graph, node, scratch)
     compiled = build(staged, "m")
     x, y, p = node.inputs[0], node.outputs[0], compiled.model.plan
@@ -236,11 +239,54 @@ def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
     assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]
 
 
-@pytest.mark.parametrize("net,length,rows", [("odd", 5, 1), ("odd", 3, 4), ("res", 11, 2), ("res", 9, 16)])
-def test_stage_macs_count_every_stripe_call(graph, resnet, net, length, rows):
-    """MACs per output row times the rows of each call == the MACs of every call's own sub-tensor node."""
+@pytest.mark.parametrize("net,length,rows,rolling", [("odd", 5, 1, False), ("odd", 3, 4, False), ("res", 11, 2, False),
+                                                     ("res", 9, 16, False), ("odd", 5, 1, True), ("res", 11, 2, True)])
+def test_stage_macs_count_every_stripe_call(graph, resnet, net, length, rows, rolling):
+    """MACs per output row times the rows of each call == the MACs of every call's own sub-tensor node; rolling
+    stripes compute every row once: the layers' own MACs."""
     g = graph if net == "odd" else resnet
-    node, _ = stage_node(g, stripe_chain(g)[:length], rows)
+    node, _ = stage_node(g, stripe_chain(g)[:length], rows, rolling)
     sub = node.attrs["stage"].graph
-    calls = [call_graph(c, sub) for stripe in schedule(sub, rows) for c in stripe]
-    assert stage_macs(sub, rows) == sum(ops.get(one.op).macs(one, cg) for one, cg in calls)
+    calls = [call_graph(c, sub) for stripe in schedule(sub, rows, rolling) for c in stripe]
+    macs = stage_macs(sub, rows, rolling)
+    assert macs == sum(ops.get(one.op).macs(one, cg) for one, cg in calls)
+    layers = sum(ops.get(n.op).macs(n, sub) for n in sub.nodes)
+    assert macs == layers if rolling else macs > layers
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("net,length", [("odd", 5), ("odd", 3), ("res", 9), ("res", 11)])
+def test_rolling_slots_hold_every_row_a_call_reads(graph, resnet, net, length, rows):
+    """A byte-level run of a rolling schedule over the scratch slots: each byte is labelled with the (tensor, row)
+    written there; shifts move labels down; every read finds the rows it asks for, and no write leaves its slot."""
+    g = graph if net == "odd" else resnet
+    node, scratch = stage_node(g, stripe_chain(g)[:length], rows, rolling=True)
+    sub = node.attrs["stage"].graph
+    slot_of, sizes = scratch_slots(sub, rows, rolling=True)
+    lines = line_buffers(sub, rows, rolling=True)
+    assert lines.kept and sizes == [t.nbytes for t in scratch.values()]
+    ids = {t: i for i, t in enumerate(slot_of)}
+    slots = [np.full(n, -1, np.int64) for n in sizes]
+
+    def span(t: str, first: int, last: int, k: int) -> tuple[np.ndarray, slice]:
+        rb = row_bytes(sub, t)
+        at = (first - lines.base[k][t]) * rb
+        assert 0 <= at and at + (last - first) * rb <= sizes[slot_of[t]], (t, k)
+        return slots[slot_of[t]], slice(at, at + (last - first) * rb)
+
+    def labels(t: str, first: int, last: int) -> np.ndarray:
+        return np.repeat([ids[t] * 10_000 + r for r in range(first, last)], row_bytes(sub, t))
+
+    for k, stripe in enumerate(lines.calls):
+        for t, drop, keep in lines.shifts[k]:
+            buf, rb = slots[slot_of[t]], row_bytes(sub, t)
+            buf[:keep * rb] = buf[drop * rb:(drop + keep) * rb].copy()
+        for call in stripe:
+            for t in data_inputs(call.node):
+                if t in slot_of:
+                    buf, where = span(t, *call.in_rows, k)
+                    np.testing.assert_array_equal(buf[where], labels(t, *call.in_rows))
+            t = call.node.outputs[0]
+            if t in slot_of:
+                buf, where = span(t, *call.out_rows, k)
+                buf[where] = labels(t, *call.out_rows)

@@ -19,4 +19,8 @@ void tte_transpose_f32(const tte_transpose_params *params, const tte_dims *in_di
 /* out[i] = in[i], i < size: a reshape between two different buffers (normally the plan aliases them). */
 void tte_copy_s8(int32_t size, const int8_t *in, int8_t *out);
 
+/* buf[0, size) = buf[from, from + size) for from > 0, size >= 0 (overlapping: a rolling stripe stage moves the
+ * rows it keeps to the start of their slot). */
+void tte_rows_shift_s8(int32_t from, int32_t size, int8_t *buf);
+
 #endif /* TTE_SHAPE_H */

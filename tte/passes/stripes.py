@@ -8,7 +8,9 @@ are recomputed), so the intermediates take a stripe's rows, not the whole tensor
 stay whole; the intermediates live in a few scratch slots (the node's extra outputs; a chain alternates between
 two, a residual block keeps its input's rows in a third until the add), so the stage needs input + output + the
 slots; less when the output can be written over the input rows already consumed (`output_offset`: the planner
-then nests the output in the input's bytes). The geometry is in tte/passes/stripe_schedule.py.
+then nests the output in the input's bytes). A rolling stage (attribute `rolling`) computes no row twice: each
+stripe makes only the rows past the previous stripe's and keeps in the slots the rows later stripes still read
+(line buffers), for a slot of its own per such tensor. The geometry is in tte/passes/stripe_schedule.py.
 
 The node keeps the replaced layers as a small graph (attribute `stage`) and the stripe height (`rows`); its
 numpy reference runs that graph, so the result is bit-exact with the layer-by-layer model by construction, and
@@ -37,7 +39,8 @@ from tte.passes.stripe_schedule import output_offset as _offset
 
 STAGE_OP = "stripe_stage"
 STRIPE_OPS = (*CONV_OPS, "add")
-ROW_CHOICES = (16, 8, 4, 2, 1)
+ROW_CHOICES = (16, 8, 4, 2, 1)  # stripe heights of recomputing stages
+ROLLING_ROWS = (1, 2)  # ... of rolling ones (no recomputed rows: a taller stripe only saves calls)
 MIN_ROWS = 4  # the stripes end before the first layer whose output has fewer rows
 MAX_STAGES = 2  # stripe stages in a row (3 helps the paper models more, but slows the scheme search ~7x)
 LATER_ENDS = 2  # a later stage ends on one of the next this many narrow tensors
@@ -60,17 +63,22 @@ def output_offset(node: Node, alignment: int = 16) -> int | None:
     """Where the output of a `stripe_stage` node may start relative to its input's first byte, or None
     (stripe_schedule.output_offset). The stage input dies at the stage, so its consumed rows are free memory.
     Memoized per stage: every plan of a scheme search asks again."""
-    stage, rows = node.attrs["stage"], int(node.attrs["rows"])
-    key = (id(stage), rows, alignment)
+    stage, rows, rolling = node.attrs["stage"], *stripe_mode(node)
+    key = (id(stage), rows, rolling, alignment)
     hit = _OFFSETS.get(key)
     if hit is None or hit[0] is not stage:
         if len(_OFFSETS) >= 1024:
             _OFFSETS.pop(next(iter(_OFFSETS)))
-        hit = _OFFSETS[key] = (stage, _offset(stage.graph, rows, alignment))  # keeps `stage` (and its id) alive
+        hit = _OFFSETS[key] = (stage, _offset(stage.graph, rows, alignment, rolling))  # keeps `stage` alive
     return hit[1]
 
 
-_OFFSETS: dict[tuple[int, int, int], tuple[Stage, int | None]] = {}
+_OFFSETS: dict[tuple[int, int, bool, int], tuple[Stage, int | None]] = {}
+
+
+def stripe_mode(node: Node) -> tuple[int, bool]:
+    """(stripe height, rolling) of a `stripe_stage` node."""
+    return int(node.attrs["rows"]), bool(node.attrs.get("rolling", False))
 
 
 def stage_nests(graph: Graph, spans: Mapping[str, tuple[int, int]], roots: Mapping[str, str],
@@ -90,11 +98,11 @@ def stage_nests(graph: Graph, spans: Mapping[str, tuple[int, int]], roots: Mappi
     return nests
 
 
-def stage_macs(sub: Graph, rows: int) -> int:
-    """MACs of the striped stage (the recomputed overlap included). A layer's MACs are proportional to its
-    output rows (conv, depthwise and add count per output element)."""
+def stage_macs(sub: Graph, rows: int, rolling: bool = False) -> int:
+    """MACs of the striped stage (the recomputed overlap included; rolling stripes recompute nothing). A layer's
+    MACs are proportional to its output rows (conv, depthwise and add count per output element)."""
     per_row = {n.name: int(ops.get(n.op).macs(n, sub)) // sub[n.outputs[0]].shape[1] for n in sub.nodes}
-    return sum(per_row[c.node.name] * (c.out_rows[1] - c.out_rows[0]) for stripe in schedule(sub, rows)
+    return sum(per_row[c.node.name] * (c.out_rows[1] - c.out_rows[0]) for stripe in schedule(sub, rows, rolling)
                for c in stripe)
 
 
@@ -107,7 +115,7 @@ def _stage_reference(node: Node, graph: Graph, inputs: Sequence[np.ndarray]) -> 
 
 
 ops.register(ops.OpDef(STAGE_OP, _stage_reference,
-                       lambda n, g: stage_macs(n.attrs["stage"].graph, int(n.attrs["rows"]))))
+                       lambda n, g: stage_macs(n.attrs["stage"].graph, *stripe_mode(n))))
 
 
 # --- finding and replacing a stage ------------------------------------------------------------------------------
@@ -156,18 +164,21 @@ def stage_cuts(graph: Graph, region: Sequence[Node]) -> list[int]:
     return cuts
 
 
-def stage_node(graph: Graph, chain: Sequence[Node], rows: int) -> tuple[Node, dict[str, Tensor]]:
-    """The `stripe_stage` node for the layers `chain` (a cut of `stripe_chain`) and its scratch tensors."""
+def stage_node(graph: Graph, chain: Sequence[Node], rows: int, rolling: bool = False
+               ) -> tuple[Node, dict[str, Tensor]]:
+    """The `stripe_stage` node for the layers `chain` (a cut of `stripe_chain`) and its scratch tensors;
+    `rolling`: stripes that keep the rows later stripes read instead of computing them again (line buffers)."""
     first, last = chain[0], chain[-1]
     x, y = first.inputs[0], last.outputs[0]
     used = {t for n in chain for t in (*n.inputs, *n.outputs) if t}
     sub = Graph(f"{graph.name}:stage", {t: graph[t] for t in used}, tuple(chain),
                 (IOSpec(x, graph[x].shape, "NHWC", False),), (IOSpec(y, graph[y].shape, "NHWC", False),))
-    _, sizes = scratch_slots(sub, rows)
-    names = [f"{last.name}:stripe_{SLOT_NAMES[k]}" for k in range(len(sizes))]
+    _, sizes = scratch_slots(sub, rows, rolling)
+    names = [f"{last.name}:stripe_{SLOT_NAMES[k] if k < len(SLOT_NAMES) else k}" for k in range(len(sizes))]
     scratch = {n: Tensor(n, (size,), "int8") for n, size in zip(names, sizes, strict=True)}
     name = f"stage[{first.name} .. {last.name}]"
-    return Node(STAGE_OP, name, (x,), (y, *scratch), {"stage": Stage(sub), "rows": rows}), scratch
+    attrs = {"stage": Stage(sub), "rows": rows, **({"rolling": True} if rolling else {})}
+    return Node(STAGE_OP, name, (x,), (y, *scratch), attrs), scratch
 
 
 def with_stage(graph: Graph, node: Node, scratch: dict[str, Tensor]) -> Graph:
@@ -264,8 +275,9 @@ def _options(graph: Graph, chain: list[Node]) -> list[StageOption]:
     """The options of the stage `chain`, one per stripe height."""
     options = []
     out_h = graph[chain[-1].outputs[0]].shape[1]
-    for rows in (r for r in ROW_CHOICES if r < out_h):
-        node, scratch = stage_node(graph, chain, rows)
+    modes = [(r, False) for r in ROW_CHOICES if r < out_h] + [(r, True) for r in ROLLING_ROWS if r < out_h]
+    for rows, rolling in modes:
+        node, scratch = stage_node(graph, chain, rows, rolling)
         if len(scratch) > len(SLOT_NAMES):
             continue
         sub = node.attrs["stage"].graph
@@ -273,7 +285,7 @@ def _options(graph: Graph, chain: list[Node]) -> list[StageOption]:
         offset = output_offset(node)
         shared = 0 if offset is None else max(0, min(x, offset + y) - max(offset, 0))
         floor = x + y - shared + sum(t.nbytes for t in scratch.values())
-        options.append(StageOption(node, scratch, stage_macs(sub, rows), floor))
+        options.append(StageOption(node, scratch, stage_macs(sub, rows, rolling), floor))
     return options
 
 
