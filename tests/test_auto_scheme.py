@@ -290,10 +290,11 @@ def test_heuristic_prefers_later_layers(demo) -> None:
 
 
 def test_verify_drops_weights_until_the_scheme_trains(demo, monkeypatch) -> None:
-    """A scheme that trains worse than the classifier alone loses its weight items of least gain, half at a
-    time; one that trains better is kept as it is. (The runs are stubbed: their loss grows with the weights.)"""
+    """A scheme that trains worse than the classifier alone (for any of the check seeds, each run over all the
+    training data) loses its weight items of least gain, half at a time; one that trains better is kept as it
+    is. (The runs are stubbed: their loss grows with the weights, and is 0.1 higher with seed 1.)"""
     import tte.auto as auto
-    from tte.auto.contrib import Run
+    from tte.auto.contrib import Data, Run
     from tte.auto.cost import canonical
     from tte.auto.search import SearchResult
 
@@ -302,18 +303,28 @@ def test_verify_drops_weights_until_the_scheme_trains(demo, monkeypatch) -> None
     bias = Item("blocks.3.depthwise", "bias")
     items = canonical([w1, w2, bias])
     gains = {w1: 0.2, w2: 0.1, bias: 0.05}
-    calls: list[tuple[Item, ...]] = []
+    calls: list[tuple[int, int, tuple[Item, ...]]] = []
+    base = {"loss": 1.5}
+    train = Data(np.zeros((500, 1), np.float32), np.zeros(500, np.int64))
+    settings = ContribSettings(train_samples=100)
 
-    def runs(graph, head, order, schemes, *args):
-        calls.append(tuple(schemes[0]))
-        return [Run(0.5, 1.0 + sum(i.kind == "weight" for i in schemes[0]))]
+    def runs(graph, head, order, schemes, train, evaluation, s, lr):
+        if not schemes[0]:
+            return [Run(0.5, base["loss"])]
+        calls.append((s.seed, s.train_samples, tuple(schemes[0])))
+        return [Run(0.5, 1.0 + sum(i.kind == "weight" for i in schemes[0]) + 0.1 * s.seed)]
 
     monkeypatch.setattr(auto, "run_sets", runs)
     res = SearchResult(items, cm.exact(items), 0, 0, [])
     analysis = {"runs": {"base": Run(0.5, 1.5)}, "lr": 0.05}
-    out = auto.verify(cm, res, gains, analysis, None, None, ContribSettings())
-    assert out.items == (bias,) and len(calls) == 2 and calls[1] == canonical([w1, bias])  # w2 (less gain) first
+    out = auto.verify(cm, res, gains, analysis, train, None, settings)
+    assert out.items == (bias,) and len(calls) == 4 and calls[2][2] == canonical([w1, bias])  # w2 (less gain) first
+    assert {c[:2] for c in calls} == {(0, 500), (1, 500)}  # two seeds, all the training samples
     assert out.cost.peak_sram_bytes <= res.cost.peak_sram_bytes and any("dropped" in line for line in out.log)
     calls.clear()
-    good = auto.verify(cm, res, gains, {"runs": {"base": Run(0.5, 9.0)}, "lr": 0.05}, None, None, ContribSettings())
-    assert good is res and len(calls) == 1
+    base["loss"] = 3.05  # seed 0 (3.0) beats the classifier alone, seed 1 (3.1) does not: dropped all the same
+    assert auto.verify(cm, res, gains, analysis, train, None, settings).items != items
+    calls.clear()
+    base["loss"] = 9.0
+    good = auto.verify(cm, res, gains, analysis, train, None, settings)
+    assert good is res and len(calls) == 2

@@ -13,7 +13,7 @@ import codegen.train_layout as train_layout
 import tte
 import tte.passes.memory_plan as memory_plan
 from tte.compile import TrainConfig, load, train_program
-from tte.passes import stripes
+from tte.passes import stripe_schedule, stripes
 from tte.passes.normalize import normalize
 
 SHARED = Path(tte.__file__).resolve().parents[1].parent / "shared" / "models"
@@ -36,6 +36,7 @@ def _clear_caches() -> None:
     memory_plan._MEMO.clear()
     stripes._OPTIONS.clear()
     stripes._OFFSETS.clear()
+    stripe_schedule._LINES.clear()
 
 
 @pytest.mark.parametrize("rolling", [True, False])

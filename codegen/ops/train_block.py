@@ -20,7 +20,7 @@ from tte.ir import Graph, Node
 from tte.train.block_grad import MAX_TAPS, MAX_WIDTH, draw_counts, jump_matrix, output, slot, state_pairs
 from tte.train.grad_ops import weight_scales
 
-SOURCE = "src/train_block_grad.c"
+SOURCES = ["src/train_block_grad.c", "src/train_block_dw.c"]
 
 
 def _params(node: Node, graph: Graph) -> str:
@@ -99,7 +99,7 @@ def block_grad(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -> CCa
             f"{_opt(ref, slot(node, 'pw1_mask'))}, {ref(slot(node, 'w1'))}, {part}, {_opt(ref, slot(node, 'x'))}, "
             f"&state, {ref(output(node, 'scratch'))}, {_opt(ref, output(node, 'dx'))});")
     copies = [line for src, dst in state_pairs(node) for line in state_copy(ref, graph, src, dst)]
-    sources = [SOURCE] + (["src/train_update.c"] if copies else [])
+    sources = SOURCES + (["src/train_update.c"] if copies else [])
     return CCall([*copies, *block(decls, call)], [*arrays, *part_consts], sources)
 
 

@@ -72,4 +72,16 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
                            const uint8_t *pw1_mask, const int8_t *w1, const tte_weight_part *part,
                            const int8_t *saved, const tte_block_grad_state *state, float *scratch, float *in_grad);
 
+/* Internal to the kernel (train_block_dw.c). The taps of input coordinate t - pad along one axis: the first
+ * valid kernel offset k0, its output index o0 and their count n (the next: k0 + j stride at output o0 - j). */
+void tte_block_dw_taps(int32_t t, int32_t k_size, int32_t stride, int32_t out_size, int32_t *k0, int32_t *o0,
+                       int32_t *n);
+
+/* Internal to the kernel (train_block_dw.c). The depthwise input gradient of channels c0..c0+n-1 (n <= 4,
+ * interleaved [H1 W1][4], lane k = channel col[k]) from das [H2 W2][4], with xtaps (k0, o0, n) of every input
+ * column and wt 4 KH KW floats of scratch; then the pw1 mask (may be NULL) and the pw1 bias gradient sums. */
+void tte_block_dw_grads(const tte_block_grad_params *p, const float *das, const int8_t *filter, const int32_t col[4],
+                        const int16_t *xtaps, float *wt, const uint8_t *mask, int32_t c0, int32_t n, float *g1,
+                        float sum[4]);
+
 #endif /* TTE_BLOCK_GRAD_H */

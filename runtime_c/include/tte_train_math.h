@@ -136,19 +136,21 @@ static inline int32_t tte_round_step_f32(float delta, uint32_t *rng)
  * one comparison: |delta| <= 512 (false for NaN). */
 static inline int8_t tte_qas_update_s8(int8_t q, float g, float lr, float factor, uint32_t *rng)
 {
-    float d = -((lr * g) * factor);
+    tte_f32_bits d;
     int32_t v;
-    if (!((d < 0.0f ? -d : d) <= 512.0f)) {
-        d = d != d ? 0.0f : (d < 0.0f ? -512.0f : 512.0f);
+    d.f = -((lr * g) * factor);
+    if ((d.u & 0x7FFFFFFFu) > 0x44000000u) { /* |d| > 512.0f or NaN, on the bits: fewer instructions */
+        d.f = d.f != d.f ? 0.0f : (d.f < 0.0f ? -512.0f : 512.0f);
     }
     if (rng != 0) {
         const uint32_t x = tte_xorshift32(*rng);
         *rng = x;
-        v = (int32_t)q + tte_floor_i32(d + tte_uniform_f32(x));
+        v = (int32_t)q + tte_floor_i32(d.f + tte_uniform_f32(x));
     } else {
-        v = (int32_t)q + (int32_t)(d + (d >= 0.0f ? 0.5f : -0.5f));
+        v = (int32_t)q + (int32_t)(d.f + (d.f >= 0.0f ? 0.5f : -0.5f));
     }
-    return (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
+    v = v < -127 ? -127 : v;
+    return (int8_t)(v > 127 ? 127 : v);
 }
 
 /* The QAS update of one int32 bias: b + step(-((lr g) f)) saturated to the int32 range. */

@@ -145,4 +145,20 @@ static TTE_ALWAYS_INLINE void tte_put_bits4(uint8_t *mask, int32_t i, uint32_t b
         (acc)[12] = a30, (acc)[13] = a31, (acc)[14] = a32, (acc)[15] = a33;                                      \
     } while (0)
 
+/* The clamp mask bits of channels c0..c0+3 at pixel p (bit k: channel c0 + k; the caller keeps the bits below n).
+ * With C a multiple of 8 the four bits sit in one byte (c0 is a multiple of 4), C / 8 bytes apart per pixel. */
+static TTE_ALWAYS_INLINE uint32_t tte_mask_bits4(const uint8_t *mask, int32_t ch, int32_t p, int32_t c0, int32_t n)
+{
+    uint32_t bits = 0u;
+    int32_t k;
+    if ((ch & 7) == 0) {
+        return (uint32_t)(mask[p * (ch >> 3) + (c0 >> 3)] >> (c0 & 7)) & 15u;
+    }
+    for (k = 0; k < n; k++) {
+        const int32_t i = p * ch + c0 + k;
+        bits |= (uint32_t)((mask[i >> 3] >> (i & 7)) & 1) << k;
+    }
+    return bits;
+}
+
 #endif /* TTE_TRAIN_UTIL_H */

@@ -6,12 +6,16 @@
  * columns [O][4] and depthwise taps [KH KW][4], all float:
  * 1. the pw2 input gradient: blocks of four pixels by the four lanes, sixteen sums in registers over o (each das
  *    once per pixel, each weight converted once per group): the unfused 1x1 kernel's loop;
- * 2. per channel the depthwise mask and bias; the depthwise input gradient of the four lanes at once (gather form,
- *    taps kh then kw); per channel the pw1 mask and bias;
+ * 2. the depthwise mask, bias gradient sums and das = dacc * scale of the four lanes in one pass; the depthwise
+ *    input gradient of the four lanes at once (gather form, taps kh then kw), input row by input row: each kernel
+ *    row adds its taps to the row's partial sums (a 3-wide stride-1 kernel row with its twelve weights in
+ *    registers), then the pw1 mask and bias gradient sums over the row; the bias updates channel by channel.
+ *    Spare lanes are masked to 0 from the start, so they contribute 0 * w everywhere;
  * 3. in_grad[q, i] += das_k * w1f[i][k] for k = 0..3 in order, four pixels at a time (spare lanes add 0 * w,
  *    which leaves a sum started at +0.0f unchanged);
- * 4. the pw1 weight gradients of the four lanes, four columns at a time (each saved value converted once), then
- *    the updates row by row (the PRNG order).
+ * 4. the pw1 weight gradients of the four lanes, four columns at a time (each saved value converted once per
+ *    group: a float copy of the whole saved input would cost H1 W1 S floats of arena), then the updates row by
+ *    row (the PRNG order).
  * Every sum runs in the unfused kernels' order, so results are bit-exact with tte/train/block_grad.py.
  */
 #include "tte_block_grad.h"
@@ -68,98 +72,48 @@ static TTE_NOINLINE void pw2_grads(const block_ctx *b, const float *grad, const 
             d = g3[o] * s;
             TTE_F32_ROW4(3, d, w0, w1, wv2, w3);
         }
-        TTE_F32_BLOCK4X4_STORE(acc);
-        for (r = 0; r < 4 * rows; r++) {
-            g[4 * p + r] = acc[r];
+        if (rows == 4) {
+            TTE_F32_BLOCK4X4_STORE(g + 4 * p);
+        } else {
+            TTE_F32_BLOCK4X4_STORE(acc);
+            for (r = 0; r < 4 * rows; r++) {
+                g[4 * p + r] = acc[r];
+            }
         }
     }
 }
 
-/* g[p * stride] (p < pixels) = 0 where the clamp cut it (mask over [pixels, C], channel c), then the bias
- * update of c: its gradient is the sum over the pixels in order. */
-static void mask_and_bias(const block_ctx *b, float *g, int32_t stride, int32_t pixels, const uint8_t *mask,
-                          int32_t c, const int32_t *bias, int32_t *bias_out, const float *factor, uint32_t *rng)
+/* The bias updates of channels c0..c0+n-1 (in channel order: the PRNG order) from their gradient sums. */
+static void bias_updates(const block_ctx *b, const float sum[4], int32_t c0, int32_t n, const int32_t *bias,
+                         int32_t *bias_out, const float *factor, uint32_t *rng)
 {
+    int32_t k;
+    for (k = 0; bias != NULL && k < n; k++) {
+        bias_out[c0 + k] = tte_qas_update_s32(bias[c0 + k], sum[k], b->lr, factor[c0 + k],
+                                              b->stochastic ? rng : NULL);
+    }
+}
+
+/* The depthwise mask and bias of the group on g2 [H2 W2][4], then das = dacc * dw_scale in place (what the
+ * depthwise input gradient multiplies; spare lanes are 0). */
+static void dw_mask_bias(block_ctx *b, float *g2, const uint8_t *mask, int32_t c0, int32_t n)
+{
+    const int32_t pixels = b->p->out_h * b->p->out_w;
+    const uint32_t all = (1u << n) - 1u;
+    const float *sc = b->k->dw_scale + c0;
+    const float s0 = sc[0], s1 = n > 1 ? sc[1] : 0.0f, s2 = n > 2 ? sc[2] : 0.0f, s3 = n > 3 ? sc[3] : 0.0f;
     const int32_t ch = b->p->ch;
-    float sum = 0.0f;
+    float sum[4], u0 = 0.0f, u1 = 0.0f, u2 = 0.0f, u3 = 0.0f;
     int32_t p;
-    if (mask != NULL && (ch & 7) == 0) { /* the channel's bit sits at one position of every (C / 8)-th byte */
-        const uint8_t *m = mask + (c >> 3);
-        const uint32_t bit = 1u << (c & 7);
-        float *gp = g;
-        for (p = 0; p < pixels; p++, m += ch >> 3, gp += stride) {
-            float v = *gp;
-            if ((*m & bit) == 0u) {
-                v = 0.0f;
-                *gp = v;
-            }
-            sum = sum + v;
-        }
-    } else {
-        for (p = 0; p < pixels; p++) {
-            const int32_t i = p * ch + c;
-            if (mask != NULL && ((mask[i >> 3] >> (i & 7)) & 1) == 0) {
-                g[p * stride] = 0.0f;
-            }
-            sum = sum + g[p * stride];
-        }
+    for (p = 0; p < pixels; p++, g2 += 4) {
+        const uint32_t bits = mask != NULL ? tte_mask_bits4(mask, ch, p, c0, n) & all : all;
+        const float v0 = (bits & 1u) ? g2[0] : 0.0f, v1 = (bits & 2u) ? g2[1] : 0.0f;
+        const float v2 = (bits & 4u) ? g2[2] : 0.0f, v3 = (bits & 8u) ? g2[3] : 0.0f;
+        u0 = u0 + v0, u1 = u1 + v1, u2 = u2 + v2, u3 = u3 + v3;
+        g2[0] = v0 * s0, g2[1] = v1 * s1, g2[2] = v2 * s2, g2[3] = v3 * s3;
     }
-    if (bias != NULL) {
-        bias_out[c] = tte_qas_update_s32(bias[c], sum, b->lr, factor[c], b->stochastic ? rng : NULL);
-    }
-}
-
-/* The taps of input coordinate v along one axis (t = v + pad): the first valid kernel offset k0, its output
- * index o0 and the count n; the next taps are k0 + j stride at output o0 - j. */
-static void axis_taps(int32_t t, int32_t k_size, int32_t stride, int32_t out_size, int32_t *k0, int32_t *o0,
-                      int32_t *n)
-{
-    const int32_t lo = tte_max32(0, t - stride * (out_size - 1)), hi = tte_min32(k_size - 1, t);
-    const int32_t k = lo + (t - lo) % stride;
-    *n = k > hi ? 0 : (hi - k) / stride + 1;
-    *k0 = k;
-    *o0 = (t - k) / stride;
-}
-
-/* The depthwise input gradient of the group's four channels (interleaved, lane k = channel col[k]):
- * g1[q][k] = sum over the taps (kh, then kw) of q of das[p][k] * w[tap][k], from 0.0f, with das = dacc * scale
- * computed here in place; xtaps holds (k0, o0, n) of every column (axis_taps), wt is 4 * KH * KW floats. */
-static void dw_grads(const block_ctx *b, float *dacc, const int8_t *filter, const int32_t col[4],
-                     const int16_t *xtaps, float *wt, float *g1)
-{
-    const tte_block_grad_params *p = b->p;
-    const int32_t taps = p->kernel_h * p->kernel_w, pixels = p->out_h * p->out_w, sw4 = 4 * p->dw.stride_w;
-    const float s0 = b->k->dw_scale[col[0]], s1 = b->k->dw_scale[col[1]], s2 = b->k->dw_scale[col[2]];
-    const float s3 = b->k->dw_scale[col[3]];
-    int32_t y, x, a, j, k;
-    for (k = 0; k < pixels; k++) {
-        float *d = dacc + 4 * k;
-        d[0] = d[0] * s0, d[1] = d[1] * s1, d[2] = d[2] * s2, d[3] = d[3] * s3;
-    }
-    for (k = 0; k < taps; k++) {
-        const int8_t *f = filter + k * p->ch;
-        wt[4 * k] = (float)f[col[0]], wt[4 * k + 1] = (float)f[col[1]];
-        wt[4 * k + 2] = (float)f[col[2]], wt[4 * k + 3] = (float)f[col[3]];
-    }
-    for (y = 0; y < p->in_h; y++) {
-        int32_t ky0, oy0, ny;
-        axis_taps(y + p->dw.pad_top, p->kernel_h, p->dw.stride_h, p->out_h, &ky0, &oy0, &ny);
-        for (x = 0; x < p->in_w; x++, g1 += 4) {
-            const int16_t *t = xtaps + 3 * x;
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-            for (a = 0; a < ny; a++) {
-                const float *r = dacc + 4 * ((oy0 - a) * p->out_w + t[1]);
-                const float *w = wt + 4 * ((ky0 + a * p->dw.stride_h) * p->kernel_w + t[0]);
-                for (j = 0; j < t[2]; j++, r -= 4, w += sw4) {
-                    a0 = a0 + r[0] * w[0];
-                    a1 = a1 + r[1] * w[1];
-                    a2 = a2 + r[2] * w[2];
-                    a3 = a3 + r[3] * w[3];
-                }
-            }
-            g1[0] = a0, g1[1] = a1, g1[2] = a2, g1[3] = a3;
-        }
-    }
+    sum[0] = u0, sum[1] = u1, sum[2] = u2, sum[3] = u3;
+    bias_updates(b, sum, c0, n, b->s->dw_bias, b->s->dw_bias_out, b->k->dw_bias_factor, &b->rng[0]);
 }
 
 /* in_grad[q, i] += das_k[q] * w1f[i][k] for k = 0..3 in order, das_k = g1[q][k] * w1_scale[c0 + k] (g1 and
@@ -244,33 +198,63 @@ static void w1_rows(const block_ctx *b, const int8_t *w1, const tte_weight_part 
 {
     const int32_t cin = b->p->in_ch;
     int32_t k, i;
+    if (n == 4 && part == NULL) { /* the common case: four whole rows, a pixel of w1f per input channel */
+        const int8_t *r0 = w1 + c0 * cin, *r1 = r0 + cin, *r2 = r1 + cin, *r3 = r2 + cin;
+        for (i = 0; i < cin; i++, w1f += 4) {
+            w1f[0] = (float)r0[i], w1f[1] = (float)r1[i], w1f[2] = (float)r2[i], w1f[3] = (float)r3[i];
+        }
+        return;
+    }
     for (k = 0; k < 4; k++) {
         const int8_t *row = w1 + (c0 + k) * cin;
-        for (i = 0; i < cin; i++) {
-            const int32_t t = part != NULL ? part->slot[i] : -1;
-            w1f[4 * i + k] = k >= n ? 0.0f : (float)(t >= 0 ? part->sram[(c0 + k) * part->count + t] : row[i]);
+        float *out = w1f + k;
+        if (k >= n) {
+            for (i = 0; i < cin; i++) {
+                out[4 * i] = 0.0f;
+            }
+        } else if (part == NULL) {
+            for (i = 0; i < cin; i++) {
+                out[4 * i] = (float)row[i];
+            }
+        } else {
+            const int8_t *sram = part->sram + (c0 + k) * part->count;
+            for (i = 0; i < cin; i++) {
+                const int32_t t = part->slot[i];
+                out[4 * i] = (float)(t >= 0 ? sram[t] : row[i]);
+            }
         }
     }
 }
 
+/* The QAS updates of rows c0..c0+n-1 of the trained pw1 weight (row by row: the PRNG order). The stream state
+ * lives in a local and the rounding mode is decided once, so the loop keeps both in registers. */
 static void update_rows(block_ctx *b, const float *gw, int32_t c0, int32_t n)
 {
     const int32_t t_count = b->p->trained;
-    uint32_t *rng = b->stochastic ? &b->rng[2] : NULL;
+    const float lr = b->lr;
+    uint32_t state = b->rng[2];
     int32_t k, t;
-    for (k = 0; k < n; k++) {
+    for (k = 0; k < n; k++, gw += t_count) {
         int8_t *row = b->s->w1_train + (c0 + k) * t_count;
         const float f = b->k->w1_factor[c0 + k];
-        for (t = 0; t < t_count; t++) {
-            row[t] = tte_qas_update_s8(row[t], gw[k * t_count + t], b->lr, f, rng);
+        if (b->stochastic) {
+            for (t = 0; t < t_count; t++) {
+                row[t] = tte_qas_update_s8(row[t], gw[t], lr, f, &state);
+            }
+        } else {
+            for (t = 0; t < t_count; t++) {
+                row[t] = tte_qas_update_s8(row[t], gw[t], lr, f, NULL);
+            }
         }
     }
+    b->rng[2] = state;
 }
 
 int32_t tte_block_grad_scratch_floats(const tte_block_grad_params *params)
 {
-    return 4 * (params->out_h * params->out_w + params->in_h * params->in_w + params->in_ch + params->trained +
-                params->out_ch + params->kernel_h * params->kernel_w);
+    const int32_t p1 = params->in_h * params->in_w;
+    return 4 * (params->out_h * params->out_w + p1 + params->in_ch + params->trained + params->out_ch +
+                params->kernel_h * params->kernel_w);
 }
 
 void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_grad_consts *consts, const float *lr,
@@ -283,6 +267,7 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
     float *w2f = gw + 4 * params->trained, *wt = w2f + 4 * params->out_ch;
     int16_t xtaps[3 * TTE_BLOCK_GRAD_MAX_WIDTH];
     block_ctx b;
+    float sum[4];
     int32_t c0, k, i;
     b.p = params, b.k = consts, b.s = state, b.lr = *lr, b.stochastic = state->rng_in != NULL;
     for (k = 0; k < 3; k++) {
@@ -290,7 +275,7 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
     }
     for (i = 0; i < params->in_w; i++) {
         int32_t k0, o0, n;
-        axis_taps(i + params->dw.pad_left, params->kernel_w, params->dw.stride_w, params->out_w, &k0, &o0, &n);
+        tte_block_dw_taps(i + params->dw.pad_left, params->kernel_w, params->dw.stride_w, params->out_w, &k0, &o0, &n);
         xtaps[3 * i] = (int16_t)k0, xtaps[3 * i + 1] = (int16_t)o0, xtaps[3 * i + 2] = (int16_t)n;
     }
     if (in_grad != NULL) {
@@ -301,25 +286,15 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
     for (c0 = 0; c0 < params->ch; c0 += 4) {
         const int32_t n = tte_min32(4, params->ch - c0);
         int32_t col[4];
+        sum[0] = 0.0f, sum[1] = 0.0f, sum[2] = 0.0f, sum[3] = 0.0f;
         for (k = 0; k < 4; k++) {
             col[k] = c0 + tte_min32(k, n - 1);
         }
         w2_columns(&b, w2, col, w2f);
         pw2_grads(&b, grad, w2f, g2);
-        for (k = 0; k < n; k++) {
-            mask_and_bias(&b, g2 + k, 4, p2, dw_mask, c0 + k, state->dw_bias, state->dw_bias_out,
-                          consts->dw_bias_factor, &b.rng[0]);
-        }
-        dw_grads(&b, g2, dw_filter, col, xtaps, wt, g1);
-        for (k = 0; k < n; k++) {
-            mask_and_bias(&b, g1 + k, 4, p1, pw1_mask, c0 + k, state->b1, state->b1_out, consts->b1_factor,
-                          &b.rng[1]);
-        }
-        for (i = n; n < 4 && i < 4 * p1; i++) { /* the lanes of missing channels: 0 (input_grads adds 0 * w) */
-            if ((i & 3) >= n) {
-                g1[i] = 0.0f;
-            }
-        }
+        dw_mask_bias(&b, g2, dw_mask, c0, n);
+        tte_block_dw_grads(params, g2, dw_filter, col, xtaps, wt, pw1_mask, c0, n, g1, sum);
+        bias_updates(&b, sum, c0, n, state->b1, state->b1_out, consts->b1_factor, &b.rng[1]);
         if (in_grad != NULL) {
             w1_rows(&b, w1, part, c0, n, w1f);
             input_grads(&b, g1, w1f, c0, n, in_grad);

@@ -162,7 +162,7 @@ def _run(key: str, lr: float) -> tuple[str, Run]:
     if key.startswith("lr="):
         return key, run_items(probe_items(_JOB["order"]), lr)
     if key.startswith("set:"):
-        return key, run_items(tuple(Item.parse(k) for k in key[4:].split("|")), lr)
+        return key, run_items(tuple(Item.parse(k) for k in key[4:].split("|") if k), lr)
     return key, run_items(() if key == "base" else (Item.parse(key),), lr)
 
 

@@ -71,7 +71,22 @@ class LineBuffers:
 
 
 def line_buffers(sub: Graph, rows: int, rolling: bool = False) -> LineBuffers:
-    """The stripe schedule of a stage of stripe height `rows`.
+    """The stripe schedule of a stage of stripe height `rows` (memoized per stage graph: the slots, the output
+    offset, the MACs and the C all ask for it, for every option of every plan of a scheme search)."""
+    key = (id(sub), rows, rolling)
+    hit = _LINES.get(key)
+    if hit is None or hit[0] is not sub:
+        if len(_LINES) >= 1024:
+            _LINES.pop(next(iter(_LINES)))
+        hit = _LINES[key] = (sub, _line_buffers(sub, rows, rolling))  # keeps `sub` (and its id) alive
+    return hit[1]
+
+
+_LINES: dict[tuple[int, int, bool], tuple[Graph, LineBuffers]] = {}
+
+
+def _line_buffers(sub: Graph, rows: int, rolling: bool) -> LineBuffers:
+    """`line_buffers`, computed.
 
     Recomputing (default): each stripe makes every row its readers need, overlapping rows again, so a slot holds
     one stripe's rows of one tensor. Rolling (the line buffers of streaming image pipelines): each stripe makes

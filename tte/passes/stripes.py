@@ -354,14 +354,17 @@ def _pick(cands: list[tuple[StageOption, ...]], plan: Callable[..., tuple[T, int
     limit = min(arena_budget, SLACK * smallest)
     for i in sorted(range(len(cands)), key=lambda i: (macs[i], i)):
         if below(i, limit) and arena(i) <= limit:  # the fewest MACs within the limit: settle equal MACs by arena
-            for j in range(len(cands)):
-                if macs[j] == macs[i] and below(j, limit):
-                    arena(j)
+            best = arena(i)  # only a candidate whose bound is no more can have a smaller (or tying) arena
+            for j in sorted((j for j in range(len(cands)) if macs[j] == macs[i] and j != i and below(j, limit)),
+                            key=lambda j: (low(j), j)):
+                if low(j) > best:
+                    break
+                best = min(best, arena(j))
             break
-    else:  # none within the limit: the smallest arena wins, every candidate that may reach it is needed
-        for i in range(len(cands)):
-            if below(i, smallest):
-                arena(i)
+    else:  # none within the limit: the smallest arena wins, with the fewest MACs: the first to reach it in that order
+        for i in sorted(range(len(cands)), key=lambda i: (macs[i], i)):
+            if below(i, smallest) and arena(i) == smallest:
+                break
     return _choose(macs, done, arena_budget)
 
 
