@@ -289,12 +289,13 @@ def test_heuristic_prefers_later_layers(demo) -> None:
     assert np.all(np.array(list(g.values())) > 0)
 
 
-def test_verify_drops_weights_until_the_scheme_trains(demo, monkeypatch) -> None:
+def test_verify_falls_back_to_a_scheme_that_trains(demo, monkeypatch) -> None:
     """A scheme that trains worse than the classifier alone (for any of the check seeds, each run over all the
-    training data) loses its weight items of least gain, half at a time; one that trains better is kept as it
-    is. (The runs are stubbed: their loss grows with the weights, and is 0.1 higher with seed 1.)"""
+    training data) gives way to the best of those that pass: the searches at smaller budgets and the scheme
+    without its weight items of least gain, half at a time; one that trains better is kept as it is. (Runs and
+    searches are stubbed: the loss grows with the weights, and is 0.1 higher with seed 1.)"""
     import tte.auto as auto
-    from tte.auto.contrib import Data, Run
+    from tte.auto.contrib import Run
     from tte.auto.cost import canonical
     from tte.auto.search import SearchResult
 
@@ -304,27 +305,33 @@ def test_verify_drops_weights_until_the_scheme_trains(demo, monkeypatch) -> None
     items = canonical([w1, w2, bias])
     gains = {w1: 0.2, w2: 0.1, bias: 0.05}
     calls: list[tuple[int, int, tuple[Item, ...]]] = []
-    base = {"loss": 1.5}
+    base, special = {"loss": 1.5}, {}
+    smaller = {int(40 * KB * 0.75): canonical([w2, bias]), int(40 * KB * 0.5): canonical([bias])}
     train = Data(np.zeros((500, 1), np.float32), np.zeros(500, np.int64))
     settings = ContribSettings(train_samples=100)
 
     def runs(graph, head, order, schemes, train, evaluation, s, lr):
         if not schemes[0]:
             return [Run(0.5, base["loss"])]
-        calls.append((s.seed, s.train_samples, tuple(schemes[0])))
-        return [Run(0.5, 1.0 + sum(i.kind == "weight" for i in schemes[0]) + 0.1 * s.seed)]
+        key = canonical(schemes[0])
+        calls.append((s.seed, s.train_samples, key))
+        return [Run(0.5, special.get(key, 1.0 + sum(i.kind == "weight" for i in key)) + 0.1 * s.seed)]
 
     monkeypatch.setattr(auto, "run_sets", runs)
+    monkeypatch.setattr(auto, "search", lambda cm, sur, g, budget, mac=None: SearchResult(smaller[budget], None, 0, 0))
     res = SearchResult(items, cm.exact(items), 0, 0, [])
     analysis = {"runs": {"base": Run(0.5, 1.5)}, "lr": 0.05}
-    out = auto.verify(cm, res, gains, analysis, train, None, settings)
-    assert out.items == (bias,) and len(calls) == 4 and calls[2][2] == canonical([w1, bias])  # w2 (less gain) first
+    out = auto.verify(cm, None, res, gains, analysis, train, None, settings)
+    assert out.items == (bias,) and calls[-2][2] == (bias,)  # the last drop passes; so does the search at 1/2
+    assert canonical([w1, bias]) in {c[2] for c in calls}  # w2 (less gain) dropped first
     assert {c[:2] for c in calls} == {(0, 500), (1, 500)}  # two seeds, all the training samples
-    assert out.cost.peak_sram_bytes <= res.cost.peak_sram_bytes and any("dropped" in line for line in out.log)
-    calls.clear()
-    base["loss"] = 3.05  # seed 0 (3.0) beats the classifier alone, seed 1 (3.1) does not: dropped all the same
-    assert auto.verify(cm, res, gains, analysis, train, None, settings).items != items
+    assert out.cost.peak_sram_bytes <= res.cost.peak_sram_bytes and any("fails" in line for line in out.log)
+    special[canonical([w2, bias])] = 0.5  # the search at 3/4 of the budget trains best: it wins
+    assert auto.verify(cm, None, res, gains, analysis, train, None, settings).items == canonical([w2, bias])
+    base["loss"] = 2.05  # seed 0 (2.0) beats the classifier alone with one weight, seed 1 (2.1) does not
+    special.clear()
+    assert auto.verify(cm, None, res, gains, analysis, train, None, settings).items == (bias,)
     calls.clear()
     base["loss"] = 9.0
-    good = auto.verify(cm, res, gains, analysis, train, None, settings)
+    good = auto.verify(cm, None, res, gains, analysis, train, None, settings)
     assert good is res and len(calls) == 2

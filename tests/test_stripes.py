@@ -220,12 +220,13 @@ def test_any_stage_length_and_stripe_height_is_bit_exact(graph, resnet, tmp_path
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                     reason="needs arm-none-eabi-gcc and qemu-system-arm")
 def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
-    """Stripes through residual blocks in two stages, each output nested in its input: two train steps in QEMU
-    (Cortex-M7) give the host build's losses and parameters."""
+    """Stripes through residual blocks in two rolling stages, each output nested in its input: two train steps in
+    QEMU (Cortex-M7) give the host build's losses and parameters."""
     config = TrainConfig("last:1", "new:3")
     compiled = build(resnet, "m", "cortex-m7", budget=TWO_STAGES + 1024, train=config)  # + the M7's larger stack
-    assert len(_stages(compiled.model.train.program.graph)) == 2
-    assert "written over the rows of" in compiled.files["plan.txt"]
+    stages = [n for n in compiled.model.train.program.graph.nodes if n.op == STAGE_OP]
+    assert [stripe_mode(n) for n in stages] == [(1, True), (1, True)]  # rolling: rows kept, moved down in QEMU
+    assert "tte_rows_shift_s8(" in compiled.files["m.c"] and "written over the rows of" in compiled.files["plan.txt"]
     out = write_output(tmp_path / "m", compiled.files)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, *resnet.inputs[0].shape[1:])).astype(np.float32),

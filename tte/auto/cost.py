@@ -6,13 +6,11 @@ classifier (or the fresh head of `--head new:N`) always trains in full, as in th
 `CostModel.exact(items)` plans the train step the way `tte compile` does (head, update spec, autodiff, the
 memory planner with its row-stripe fallback under the budget, the report's `peak_sram_bytes`) without emitting
 the C (`_plan_cost`), and memoizes the result by scheme, so a number from it is exactly what the compile will
-report. Measured per fresh (not memoized) evaluation in `bench/auto_scheme.py` runs of 2026-11-29 (2 cores shared
-with other jobs, load average 8-10): 0.08-0.15 s on the demo model; on the paper models 0.016 s for a small
-scheme far under the budget, 0.2-1.2 s on average over a search (mcunet-5fps 0.57-0.74 s, proxyless-w0.3
-0.44-1.15 s, mbv2-w0.35 0.17-0.30 s) and up to ~2.6 s when the planner searches row-stripe options near the
-budget: too slow for thousands of candidates. What would make it faster lives in the planner: reuse the
-forward part of the plan across schemes (only the saved tensors and the backward differ), and choose the
-row-stripe stage once per budget rather than per scheme.
+report. A new scheme takes 0.04-0.11 s on average on the paper models, up to 0.4 s when the row-stripe stage
+choice plans several candidates (`python bench/cost_speed.py`, bench/results/cost_speed.md): 9-27 schemes a
+second, too slow for thousands of candidates. The stage choice plans few candidates (bounds first, dominated stripe
+options dropped, stop at the first that settles the choice); what would make it faster still lives in the
+planner: reuse the forward part of the plan across schemes (only the saved tensors and the backward differ).
 
 So the search works on `Surrogate`, an additive model that is evaluated in 10-40 us per candidate (same runs),
 and the exact planner sees only the 20-60 schemes a search checks (MILP answers, repairs, fill batches):

@@ -286,7 +286,18 @@ def _options(graph: Graph, chain: list[Node]) -> list[StageOption]:
         shared = 0 if offset is None else max(0, min(x, offset + y) - max(offset, 0))
         floor = x + y - shared + sum(t.nbytes for t in scratch.values())
         options.append(StageOption(node, scratch, stage_macs(sub, rows, rolling), floor))
-    return options
+    return _undominated(options)
+
+
+def _undominated(options: list[StageOption]) -> list[StageOption]:
+    """The options no other beats on both MACs and floor (one with fewer MACs and no more bytes at the stage, or
+    as many MACs and fewer bytes): a rolling stripe usually leaves few recomputing ones. Fewer candidates for
+    `pick_stage` to plan, in every plan of a scheme search."""
+    def beaten(o: StageOption) -> bool:
+        return any((p.macs < o.macs and p.floor <= o.floor) or (p.macs == o.macs and p.floor < o.floor)
+                   for p in options)
+
+    return [o for o in options if not beaten(o)]
 
 
 def pick_stage(graph: Graph, trainable: set[str], plan: Callable[..., tuple[T, int]], arena_budget: int,
