@@ -291,3 +291,27 @@ def test_rolling_slots_hold_every_row_a_call_reads(graph, resnet, net, length, r
             if t in slot_of:
                 buf, where = span(t, *call.out_rows, k)
                 buf[where] = labels(t, *call.out_rows)
+
+
+@pytest.mark.parametrize("net", ["odd", "res"])
+def test_stage_options_keep_only_those_no_other_beats(graph, resnet, net, monkeypatch):
+    """Of the stripe options of each stage (recomputing heights and rolling), those another option beats on both
+    MACs and bytes at the stage are dropped; the fewest MACs (a rolling one) and the fewest bytes stay."""
+    from tte.passes import stripes
+
+    g = graph if net == "odd" else resnet
+    kept = stripes.stage_choices(g)
+    monkeypatch.setattr(stripes, "_undominated", lambda options: options)
+    stripes._OPTIONS.clear()
+    every = stripes.stage_choices(g)
+    stripes._OPTIONS.clear()
+    assert len(kept) < len(every)
+    for stage in {c[0].node.name for c in every}:
+        alls = [c[0] for c in every if c[0].node.name == stage]
+        left = [c[0] for c in kept if c[0].node.name == stage]
+        assert min(o.macs for o in left) == min(o.macs for o in alls)
+        assert min(o.floor for o in left) == min(o.floor for o in alls)
+        assert any(stripe_mode(o.node)[1] for o in left if o.macs == min(o.macs for o in alls))
+        for o in left:
+            assert not any(p.macs <= o.macs and p.floor <= o.floor and (p.macs, p.floor) != (o.macs, o.floor)
+                           for p in alls)
