@@ -34,7 +34,7 @@ from codegen.emit_train import emit_train  # noqa: E402
 from tte.compile import TrainConfig, load, train_program  # noqa: E402
 from tte.passes.normalize import normalize  # noqa: E402
 from tte.passes.stripes import STAGE_OP  # noqa: E402
-from tte.report import build_report, build_train_report  # noqa: E402
+from tte.report import build_report, build_train_report, stripe_text  # noqa: E402
 
 MODELS = {"mbv2-w0.35": "99kb", "proxyless-w0.3": "98kb", "mcunet-5fps": "99kb"}
 TARGET, BUDGET, STACK = "stm32f746", 256 * 1024, 4 * 1024  # the board's budget and reserved stack
@@ -82,7 +82,7 @@ def measure(graph: Any, source: str, update: str | None, head: str) -> dict[str,
         row.update(largest_param="-", peak_node=model.plan.step_label(model.plan.peak_step))
     first = (model.train.program.graph if update is not None else model.graph or graph).nodes[0]
     row.update(arena_plain_bytes=plain, striped=striped, fits=report["peak_sram_bytes"] <= BUDGET,
-               stage=f"{first.name}, {first.attrs['rows']} rows per stripe" if striped else "")
+               stage=f"{first.name}, {stripe_text(first)}" if striped else "")
     return row
 
 

@@ -227,6 +227,8 @@ def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
     stages = [n for n in compiled.model.train.program.graph.nodes if n.op == STAGE_OP]
     assert [stripe_mode(n) for n in stages] == [(1, True), (1, True)]  # rolling: rows kept, moved down in QEMU
     assert "tte_rows_shift_s8(" in compiled.files["m.c"] and "written over the rows of" in compiled.files["plan.txt"]
+    assert [r["stripes"] for r in compiled.report["layers"] if r["op"] == STAGE_OP] == [
+        "1 row per stripe, rolling"] * 2
     out = write_output(tmp_path / "m", compiled.files)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, *resnet.inputs[0].shape[1:])).astype(np.float32),

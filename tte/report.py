@@ -15,7 +15,7 @@ from codegen.emit import CModel
 from tte import ops
 from tte.errors import TteError
 from tte.ir import Graph
-from tte.passes.stripes import STAGE_OP
+from tte.passes.stripes import STAGE_OP, stripe_mode
 
 # Cortex-M4 code sizes (arm-none-eabi-gcc 12, -Os), measured on the three paper models: about 800 bytes per
 # runtime source file, about 136 bytes per node (the call and its static const parameter structs).
@@ -43,8 +43,15 @@ def layer_rows(graph: Graph, model: CModel) -> list[dict[str, Any]]:
             "macs": int(ops.get(node.op).macs(node, graph)),
             "const_bytes": code.const_bytes,
             "trained": "none",
+            **({"stripes": stripe_text(node)} if node.op == STAGE_OP else {}),
         })
     return rows
+
+
+def stripe_text(node: Any) -> str:
+    """How a `stripe_stage` node runs: its stripe height and whether rows are kept (rolling) or recomputed."""
+    rows, rolling = stripe_mode(node)
+    return f"{rows} row{'s' if rows > 1 else ''} per stripe, {'rolling' if rolling else 'recomputing'}"
 
 
 def build_report(graph: Graph, model: CModel, source: str, target: str,
