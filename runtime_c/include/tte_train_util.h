@@ -137,6 +137,20 @@ static TTE_ALWAYS_INLINE void tte_put_bits4(uint8_t *mask, int32_t i, uint32_t b
         a##r##3 = a##r##3 + (d) * (v3);                                                                          \
     } while (0)
 
+/* Rows 0..3 of the block += (g_r[o] * s) * (v0, v1, v2, v3): four scaled gradient rows against one weight
+ * row (the blocked input-gradient loops). */
+#define TTE_F32_SCALED_ROWS4(s, o, g0, g1, g2, g3, v0, v1, v2, v3)                                             \
+    do {                                                                                                         \
+        float d_ = (g0)[o] * (s);                                                                                \
+        TTE_F32_ROW4(0, d_, v0, v1, v2, v3);                                                                     \
+        d_ = (g1)[o] * (s);                                                                                      \
+        TTE_F32_ROW4(1, d_, v0, v1, v2, v3);                                                                     \
+        d_ = (g2)[o] * (s);                                                                                      \
+        TTE_F32_ROW4(2, d_, v0, v1, v2, v3);                                                                     \
+        d_ = (g3)[o] * (s);                                                                                      \
+        TTE_F32_ROW4(3, d_, v0, v1, v2, v3);                                                                     \
+    } while (0)
+
 /* The block to acc[16], row-major. */
 #define TTE_F32_BLOCK4X4_STORE(acc)                                                                              \
     do {                                                                                                         \

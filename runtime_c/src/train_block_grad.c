@@ -62,15 +62,7 @@ static TTE_NOINLINE void pw2_grads(const block_ctx *b, const float *grad, const 
         TTE_F32_BLOCK4X4_DECL;
         float acc[16];
         for (o = 0; o < cout; o++, w += 4) {
-            const float s = w_scale[o], w0 = w[0], w1 = w[1], wv2 = w[2], w3 = w[3];
-            float d = g0[o] * s;
-            TTE_F32_ROW4(0, d, w0, w1, wv2, w3);
-            d = g1[o] * s;
-            TTE_F32_ROW4(1, d, w0, w1, wv2, w3);
-            d = g2[o] * s;
-            TTE_F32_ROW4(2, d, w0, w1, wv2, w3);
-            d = g3[o] * s;
-            TTE_F32_ROW4(3, d, w0, w1, wv2, w3);
+            TTE_F32_SCALED_ROWS4(w_scale[o], o, g0, g1, g2, g3, w[0], w[1], w[2], w[3]);
         }
         if (rows == 4) {
             TTE_F32_BLOCK4X4_STORE(g + 4 * p);
@@ -252,9 +244,8 @@ static void update_rows(block_ctx *b, const float *gw, int32_t c0, int32_t n)
 
 int32_t tte_block_grad_scratch_floats(const tte_block_grad_params *params)
 {
-    const int32_t p1 = params->in_h * params->in_w;
-    return 4 * (params->out_h * params->out_w + p1 + params->in_ch + params->trained + params->out_ch +
-                params->kernel_h * params->kernel_w);
+    return 4 * (params->out_h * params->out_w + params->in_h * params->in_w + params->in_ch + params->trained +
+                params->out_ch + params->kernel_h * params->kernel_w);
 }
 
 void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_grad_consts *consts, const float *lr,
@@ -275,7 +266,8 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
     }
     for (i = 0; i < params->in_w; i++) {
         int32_t k0, o0, n;
-        tte_block_dw_taps(i + params->dw.pad_left, params->kernel_w, params->dw.stride_w, params->out_w, &k0, &o0, &n);
+        tte_block_dw_taps(i + params->dw.pad_left, params->kernel_w, params->dw.stride_w, params->out_w, &k0, &o0,
+                          &n);
         xtaps[3 * i] = (int16_t)k0, xtaps[3 * i + 1] = (int16_t)o0, xtaps[3 * i + 2] = (int16_t)n;
     }
     if (in_grad != NULL) {
@@ -286,7 +278,6 @@ void tte_block_grad_s8_f32(const tte_block_grad_params *params, const tte_block_
     for (c0 = 0; c0 < params->ch; c0 += 4) {
         const int32_t n = tte_min32(4, params->ch - c0);
         int32_t col[4];
-        sum[0] = 0.0f, sum[1] = 0.0f, sum[2] = 0.0f, sum[3] = 0.0f;
         for (k = 0; k < 4; k++) {
             col[k] = c0 + tte_min32(k, n - 1);
         }

@@ -111,15 +111,8 @@ static TTE_NOINLINE void pw_sums(const float *w_scale, const int8_t *w, int32_t 
     TTE_F32_BLOCK4X4_DECL;
     int32_t o;
     for (o = 0; o < cout; o++, w += ws) {
-        const float s = w_scale[o], w0 = (float)w[c0], w1 = (float)w[c1], w2 = (float)w[c2], w3 = (float)w[c3];
-        float d = g0[o] * s;
-        TTE_F32_ROW4(0, d, w0, w1, w2, w3);
-        d = g1[o] * s;
-        TTE_F32_ROW4(1, d, w0, w1, w2, w3);
-        d = g2[o] * s;
-        TTE_F32_ROW4(2, d, w0, w1, w2, w3);
-        d = g3[o] * s;
-        TTE_F32_ROW4(3, d, w0, w1, w2, w3);
+        const float w0 = (float)w[c0], w1 = (float)w[c1], w2 = (float)w[c2], w3 = (float)w[c3];
+        TTE_F32_SCALED_ROWS4(w_scale[o], o, g0, g1, g2, g3, w0, w1, w2, w3);
     }
     TTE_F32_BLOCK4X4_STORE(acc);
 }

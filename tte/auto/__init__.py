@@ -176,19 +176,20 @@ def verify(cm: CostModel, sur: Surrogate, res: SearchResult, g: Mapping[Item, fl
 
     if not any(i.kind == "weight" for i in res.items) or trial(res.items, "the scheme")[0]:
         return res
-    tried = [(*trial(alt.items, f"the search at {f:g} of the budget"), alt.items)
-             for f in VERIFY_SHRINK for alt in [search(cm, sur, g, int(cm.budget * f), mac_budget)]
-             if alt.items and alt.items != res.items]
-    items = list(res.items)
+    tried: list[tuple[bool, float, tuple[Item, ...]]] = []
+    for f in VERIFY_SHRINK:
+        alt = search(cm, sur, g, int(cm.budget * f), mac_budget).items
+        if alt and alt != res.items and all(alt != t[2] for t in tried):  # a scheme is trained once
+            tried.append((*trial(alt, f"the search at {f:g} of the budget"), alt))
+    items = res.items
     for _ in range(VERIFY_STEPS):
         weights = sorted((i for i in items if i.kind == "weight"), key=lambda i: g.get(i, 0.0))
         if not weights:
             break
         drop = weights[:max(1, len(weights) // 2)]
-        items = [i for i in items if i not in drop]
-        ok, loss = trial(canonical(items), f"without {', '.join(i.key for i in drop)}")
-        tried.append((ok, loss, canonical(items)))
-        if ok:
+        items = canonical(i for i in items if i not in drop)
+        tried.append((*trial(items, f"without {', '.join(i.key for i in drop)}"), items))
+        if tried[-1][0]:
             break
     best = min(tried, key=lambda t: (not t[0], t[1]))[2]
     res.log.append(f"verify: chose the {len(best)}-item scheme")

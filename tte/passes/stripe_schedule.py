@@ -146,7 +146,7 @@ def _windows(sub: Graph, calls: list[list[StripeCall]], made: list[dict[str, int
             if not rolling:
                 now[t] = starts.get(t, 0)
             else:
-                now[t] = min(first_read[k].get(t, made[k].get(t, 0)), made[k].get(t, 0), starts.get(t, 1 << 30))
+                now[t] = min(first_read[k].get(t, made[k].get(t, 0)), made[k].get(t, 0))  # new rows start there
                 keep = made[k].get(t, 0) - now[t]
                 if keep > 0:
                     kept.add(t)
