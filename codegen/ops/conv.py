@@ -20,10 +20,10 @@ from tte.quant import conv_multipliers
 ACC_LIMIT = 1 << 15  # taps per output of the offset dot products (tte_dot.h)
 
 SOURCES = {
-    "tte_conv2d_s8": ("src/conv2d.c", "src/conv2d_wide.c"),
-    "tte_conv2d_1x1_s8": ("src/conv2d_1x1.c", "src/gemm_s8.c"),
-    "tte_depthwise_conv2d_s8": ("src/depthwise_conv2d.c", "src/depthwise_runs.c"),
-    "tte_depthwise_conv2d_3x3_s8": ("src/depthwise_conv2d.c", "src/depthwise_runs.c"),
+    "tte_conv2d_s8": ("src/conv2d.c", "src/conv2d_wide.c", "src/conv2d_wide_out.c"),
+    "tte_conv2d_1x1_s8": ("src/conv2d_1x1.c", "src/gemm_s8.c", "src/gemm_s8_packed.c"),
+    "tte_depthwise_conv2d_s8": ("src/depthwise_conv2d.c", "src/depthwise_runs.c", "src/depthwise_runs_layer.c"),
+    "tte_depthwise_conv2d_3x3_s8": ("src/depthwise_conv2d.c", "src/depthwise_runs.c", "src/depthwise_runs_layer.c"),
 }
 
 

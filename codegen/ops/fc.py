@@ -47,4 +47,4 @@ def fully_connected(node: Node, graph: Graph, ref: Ref, const_name: ConstName) -
     ]
     call = (f"tte_fully_connected_s8(&params, &quant, &in_dims, {ref(x.name)}, &filter_dims, {ref(w.name)}, "
             f"{optional_ref(node, 2, ref)}, &out_dims, {ref(y.name)});")
-    return CCall(block(decls, call), consts, ["src/fully_connected.c", "src/gemm_s8.c"])
+    return CCall(block(decls, call), consts, ["src/fully_connected.c", "src/gemm_s8.c", "src/gemm_s8_packed.c"])

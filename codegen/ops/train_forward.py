@@ -43,7 +43,8 @@ MASKS = "src/train_mask_eltwise.c"
 MASK_SOURCES = {
     "tte_conv2d_mask_s8": ("src/train_mask_conv.c", "src/gemm_mask_s8.c"),
     "tte_fully_connected_mask_s8": ("src/train_mask_conv.c", "src/gemm_mask_s8.c"),
-    "tte_depthwise_conv2d_mask_s8": ("src/train_mask_dw.c", "src/depthwise_conv2d.c", "src/depthwise_runs.c"),
+    "tte_depthwise_conv2d_mask_s8": ("src/train_mask_dw.c", "src/depthwise_conv2d.c", "src/depthwise_runs.c",
+                                     "src/depthwise_runs_layer.c"),
 }
 
 

@@ -46,7 +46,7 @@ typedef struct {
 int32_t tte_gemm_mask_pair(tte_gemm_mask_args *pair, int32_t rows, const int8_t *lhs, int32_t depth, int32_t cols,
                            const int8_t *w0, const int8_t *w1, int8_t *out);
 
-/* One depth step of the 2x2 SMLAD block (gemm_s8.c, gemm_mask_s8.c): rows x and x + depth, int8 values k..k+3,
+/* One depth step of the 2x2 SMLAD block (gemm_s8_packed.c, gemm_mask_s8.c): rows x and x + depth, int8 values k..k+3,
  * against the two output channels' 16-bit widened weights at w (words 0-1: channel 0, words 2-3: channel 1).
  * Needs tte_simd.h; the int32 sums wrap, as SMLAD's. */
 #define TTE_GEMM_STEP_2X2(x, depth, k, w, a00, a01, a10, a11)                                                   \

@@ -13,35 +13,17 @@
  * the halfword pairs (k, k+2) and (k + 1, k + 3). A window pair's group is 4 words: window 0's two, then
  * window 1's; a weight pair's group likewise: channel 2q's two, then channel 2q + 1's. An odd last channel
  * is paired with zero weights and its outputs are not stored.
+ *
+ * This file gathers the windows and the weights into the pool and walks the pixels; the dot products and the
+ * requantized outputs are in conv2d_wide_out.c (tte_conv_wide.h).
  */
 #include "tte_conv.h"
+#include "tte_conv_wide.h"
 #include "tte_fixedpoint.h"
 #include "tte_simd.h"
 
-/* The stack pool (words): the window pair (k_pad words), the weight pairs (k_pad words each) and their
- * requantization constants (RQ_WORDS each). 1280 B by default: 8 channel pairs for a 28-tap window. */
-#ifndef TTE_CONV_WIDE_WORDS
-#define TTE_CONV_WIDE_WORDS 320
-#endif
-#define RQ_WORDS 8
-#define STAGE_MAX ((TTE_CONV_WIDE_WORDS - RQ_WORDS) / 2)
-
-typedef struct {
-    int32_t n, h, w, cin, kh, kw, oh, ow, cout, k, k_pad;
-    int32_t stride_h, stride_w, pad_top, pad_left, x_off, out_offset;
-    int32_t in_row, y_max, x_max; /* W * C_in; the last window corner inside the image: H - KH, W - KW */
-    int32_t fold;  /* tte_fast_out_ok: the zero point is in the rounding constants k */
-    int32_t z_add; /* else the zero point, added after the shift (0 when folded) */
-    const int8_t *in, *filter;
-    const int32_t *bias;
-    const tte_requant *quant;
-} wide_args;
-
-typedef union {
-    uint32_t words[TTE_CONV_WIDE_WORDS]; /* word alignment for the SMLAD loads */
-    int16_t lanes[2 * TTE_CONV_WIDE_WORDS];
-    int32_t values[TTE_CONV_WIDE_WORDS];
-} wide_pool;
+/* The window pair's int8 staging buffer (the bytes of one window, widened into the pool). */
+#define STAGE_MAX ((TTE_CONV_WIDE_WORDS - TTE_WIDE_RQ_WORDS) / 2)
 
 /* Output pixel coordinates and their window's corner, advanced one pixel at a time (no division per window).
  * base: the corner's offset in the input (an offset, not a pointer: it may lie outside the image). */
@@ -79,7 +61,7 @@ static TTE_ALWAYS_INLINE void copy_bytes(int8_t *dst, const int8_t *src, int32_t
     }
 }
 
-static void cursor_start(const wide_args *a, cursor *c)
+static void cursor_start(const tte_wide_args *a, cursor *c)
 {
     c->n = 0;
     c->oy = 0;
@@ -89,7 +71,7 @@ static void cursor_start(const wide_args *a, cursor *c)
     c->base = (c->iy0 * a->w + c->ix0) * a->cin;
 }
 
-static void advance(const wide_args *a, cursor *c)
+static void advance(const tte_wide_args *a, cursor *c)
 {
     c->ix0 += a->stride_w;
     c->base += a->stride_w * a->cin;
@@ -109,7 +91,7 @@ static void advance(const wide_args *a, cursor *c)
 
 /* The window at `c` as int8 in HWC order, taps [0, K), when it crosses the image border: the taps outside hold
  * the input zero point (x + input_offset = 0). Taps [K, k_pad) are set once per call (run_block). */
-static TTE_NOINLINE void window_edge(const wide_args *a, const cursor *c, int8_t *dst)
+static TTE_NOINLINE void window_edge(const tte_wide_args *a, const cursor *c, int8_t *dst)
 {
     const int32_t iy0 = c->iy0, ix0 = c->ix0, row = a->kw * a->cin;
     const int32_t kx_start = ix0 < 0 ? -ix0 : 0, kx_end = a->w - ix0 < a->kw ? a->w - ix0 : a->kw;
@@ -130,8 +112,8 @@ static TTE_NOINLINE void window_edge(const wide_args *a, const cursor *c, int8_t
 
 /* The window at `c` into `stage` (kh rows of `row` bytes), then widened into lanes m of the pool. kh, row and
  * k_pad are constants in the 3x3 RGB instance, so its loops unroll. */
-static TTE_ALWAYS_INLINE void window(const wide_args *a, const cursor *c, int32_t m, int32_t kh, int32_t row,
-                                     int32_t k_pad, int8_t *stage, wide_pool *pool)
+static TTE_ALWAYS_INLINE void window(const tte_wide_args *a, const cursor *c, int32_t m, int32_t kh, int32_t row,
+                                     int32_t k_pad, int8_t *stage, tte_wide_pool *pool)
 {
     int32_t k;
     /* Inside the image: 0 <= iy0 <= y_max and 0 <= ix0 <= x_max (never when the kernel is larger than it). */
@@ -164,16 +146,16 @@ static TTE_ALWAYS_INLINE void window(const wide_args *a, const cursor *c, int32_
 }
 
 /* Both windows of a pixel pair (c1 may equal c0 for a lone last pixel). */
-static TTE_NOINLINE void windows_any(const wide_args *a, const cursor *c0, const cursor *c1, int8_t *stage,
-                                     wide_pool *pool)
+static TTE_NOINLINE void windows_any(const tte_wide_args *a, const cursor *c0, const cursor *c1, int8_t *stage,
+                                     tte_wide_pool *pool)
 {
     const int32_t row = a->kw * a->cin;
     window(a, c0, 0, a->kh, row, a->k_pad, stage, pool);
     window(a, c1, 1, a->kh, row, a->k_pad, stage, pool);
 }
 
-static TTE_NOINLINE void windows_rgb3x3(const wide_args *a, const cursor *c0, const cursor *c1, int8_t *stage,
-                                        wide_pool *pool)
+static TTE_NOINLINE void windows_rgb3x3(const tte_wide_args *a, const cursor *c0, const cursor *c1, int8_t *stage,
+                                        tte_wide_pool *pool)
 {
     window(a, c0, 0, 3, 9, 28, stage, pool);
     window(a, c1, 1, 3, 9, 28, stage, pool);
@@ -182,12 +164,12 @@ static TTE_NOINLINE void windows_rgb3x3(const wide_args *a, const cursor *c0, co
 /* Weight pairs [0, pairs) of the block starting at channel oc0 into the pool after the window pair, and their
  * requantization constants after them: bias0, bias1, m0, k0, m1, k1, sh0, sh1 (tte_mbqm_right2; k with the zero
  * point folded in when a->fold). */
-static void prepare_block(const wide_args *a, int32_t oc0, int32_t pairs, wide_pool *pool)
+static void prepare_block(const tte_wide_args *a, int32_t oc0, int32_t pairs, tte_wide_pool *pool)
 {
     int16_t *wl = pool->lanes + 2 * a->k_pad;
     int32_t *rq = pool->values + a->k_pad * (1 + pairs);
     int32_t q, j, k;
-    for (q = 0; q < pairs; q++, wl += 2 * a->k_pad, rq += RQ_WORDS) {
+    for (q = 0; q < pairs; q++, wl += 2 * a->k_pad, rq += TTE_WIDE_RQ_WORDS) {
         for (j = 0; j < 2; j++) {
             const int32_t oc = oc0 + 2 * q + j < a->cout ? oc0 + 2 * q + j : oc0 + 2 * q; /* phantom: a copy */
             const int32_t qi = a->quant->per_channel ? oc : 0;
@@ -204,160 +186,8 @@ static void prepare_block(const wide_args *a, int32_t oc0, int32_t pairs, wide_p
     }
 }
 
-#if TTE_HAVE_DSP && defined(__ARM_FEATURE_DSP) && defined(__thumb2__) && defined(__OPTIMIZE__) && \
-    !defined(TTE_DSP_EMULATE)
-#define WIDE_ASM 1
-#else
-#define WIDE_ASM 0
-#endif
-
-#if WIDE_ASM
-/* One group of dot_block in Thumb-2: 3 LDRD (post-indexed), one more for the second channel and 8 SMLAD, 12
- * instructions for 16 MACs (GCC splits the double-word loads: 15). */
-static TTE_ALWAYS_INLINE void dot_group(const uint32_t **x, const uint32_t **w, int32_t *a00, int32_t *a01,
-                                        int32_t *a10, int32_t *a11)
-{
-    uint32_t x0l, x0h, x1l, x1h, wl, wh;
-    __asm__("ldrd    %[x0l], %[x0h], [%[x]], #8\n\t"
-            "ldrd    %[wl], %[wh], [%[w]], #8\n\t"
-            "ldrd    %[x1l], %[x1h], [%[x]], #8\n\t"
-            "smlad   %[a00], %[x0l], %[wl], %[a00]\n\t"
-            "smlad   %[a00], %[x0h], %[wh], %[a00]\n\t"
-            "smlad   %[a10], %[x1l], %[wl], %[a10]\n\t"
-            "smlad   %[a10], %[x1h], %[wh], %[a10]\n\t"
-            "ldrd    %[wl], %[wh], [%[w]], #8\n\t"
-            "smlad   %[a01], %[x0l], %[wl], %[a01]\n\t"
-            "smlad   %[a01], %[x0h], %[wh], %[a01]\n\t"
-            "smlad   %[a11], %[x1l], %[wl], %[a11]\n\t"
-            "smlad   %[a11], %[x1h], %[wh], %[a11]\n\t"
-            : [a00] "+r"(*a00), [a01] "+r"(*a01), [a10] "+r"(*a10), [a11] "+r"(*a11), [x] "+r"(*x), [w] "+r"(*w),
-              [x0l] "=&r"(x0l), [x0h] "=&r"(x0h), [x1l] "=&r"(x1l), [x1h] "=&r"(x1h), [wl] "=&r"(wl),
-              [wh] "=&r"(wh)
-            :
-            : "memory");
-}
-#endif
-
-/* The 2 x 2 block of sums (window p, channel j) -> acc[2 * p + j] over `groups` groups of 4 taps, starting at
- * the values in acc. */
-static TTE_ALWAYS_INLINE void dot_block(const wide_pool *pool, const int16_t *w, int32_t groups, int32_t acc[4])
-{
-#if TTE_HAVE_DSP
-    const uint32_t *x = pool->words, *x_end = pool->words + 4 * groups;
-    const uint32_t *wp = (const uint32_t *)(const void *)w;
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-#if WIDE_ASM
-    int32_t g;
-    (void)x_end;
-#if defined(__GNUC__) && __GNUC__ >= 8
-#pragma GCC unroll 8
-#endif
-    for (g = 0; g < groups; g++) { /* unrolled whole when `groups` is a constant */
-        dot_group(&x, &wp, &a00, &a01, &a10, &a11);
-    }
-#else
-    for (; x != x_end; x += 4, wp += 4) {
-        const uint32_t x0l = tte_read_word(x, 0), x0h = tte_read_word(x, 1);
-        const uint32_t x1l = tte_read_word(x, 2), x1h = tte_read_word(x, 3);
-        uint32_t wl = tte_read_word(wp, 0), wh = tte_read_word(wp, 1);
-        a00 = tte_smlad(x0h, wh, tte_smlad(x0l, wl, a00));
-        a10 = tte_smlad(x1h, wh, tte_smlad(x1l, wl, a10));
-        wl = tte_read_word(wp, 2);
-        wh = tte_read_word(wp, 3);
-        a01 = tte_smlad(x0h, wh, tte_smlad(x0l, wl, a01));
-        a11 = tte_smlad(x1h, wh, tte_smlad(x1l, wl, a11));
-    }
-#endif
-    acc[0] = a00;
-    acc[1] = a01;
-    acc[2] = a10;
-    acc[3] = a11;
-#else
-    const int16_t *x = pool->lanes;
-    int32_t g, t, s[4] = {0, 0, 0, 0};
-    for (g = 0; g < groups; g++, x += 8, w += 8) {
-        for (t = 0; t < 4; t++) {
-            s[0] += x[t] * w[t];
-            s[1] += x[t] * w[4 + t];
-            s[2] += x[4 + t] * w[t];
-            s[3] += x[4 + t] * w[4 + t];
-        }
-    }
-    for (t = 0; t < 4; t++) { /* the biases are added wrapping: int32 sums must not overflow in C */
-        acc[t] = tte_wrap_add(acc[t], s[t]);
-    }
-#endif
-}
-
-/* sat8(MBQM(acc, m, -e) + z_add) (tte_mbqm_right2 with k and sh = e - 1): z_add is 0 when the zero point is
- * folded into k (tte_requant_fast_s8), a constant in the instances that need the speed. */
-static TTE_ALWAYS_INLINE int8_t out_s8(int32_t acc, int32_t m, int32_t k, int32_t sh, int32_t z_add)
-{
-    return (int8_t)tte_sat8(tte_mbqm_right2(acc, m, k, sh) + z_add);
-}
-
-/* Outputs of the window pair at `dst` (window 1's only when `pair`) for the block's channel pairs. `pair` is
- * a constant in each instance, and so are `groups` (k_pad / 4) and z_add in the 3x3 RGB ones. */
-static TTE_ALWAYS_INLINE void block_outputs(const wide_args *a, const wide_pool *pool, int32_t oc0, int32_t pairs,
-                                            int pair, int32_t groups, int32_t z_add, int8_t *dst)
-{
-    const int16_t *w = pool->lanes + 2 * a->k_pad;
-    const int32_t *rq = pool->values + a->k_pad * (1 + pairs);
-    const int32_t cout = a->cout, step = 2 * a->k_pad;
-    int8_t *d = dst + oc0, *end = dst + oc0 + 2 * pairs;
-    for (; d != end; d += 2, w += step, rq += RQ_WORDS) {
-        int32_t acc[4], m0, k0, m1, k1, sh0, sh1;
-        acc[0] = rq[0];
-        acc[1] = rq[1];
-        acc[2] = acc[0];
-        acc[3] = acc[1];
-        dot_block(pool, w, groups, acc);
-        m0 = rq[2]; /* read after the sums: fewer registers live across them */
-        k0 = rq[3];
-        m1 = rq[4];
-        k1 = rq[5];
-        sh0 = rq[6];
-        sh1 = rq[7];
-        d[0] = out_s8(acc[0], m0, k0, sh0, z_add);
-        if (pair) {
-            d[cout] = out_s8(acc[2], m0, k0, sh0, z_add);
-        }
-        if (d + 1 != dst + cout) { /* not the phantom channel */
-            d[1] = out_s8(acc[1], m1, k1, sh1, z_add);
-            if (pair) {
-                d[cout + 1] = out_s8(acc[3], m1, k1, sh1, z_add);
-            }
-        }
-    }
-}
-
-static TTE_NOINLINE void pair_outputs(const wide_args *a, const wide_pool *pool, int32_t oc0, int32_t pairs,
-                                      int8_t *dst)
-{
-    block_outputs(a, pool, oc0, pairs, 1, a->k_pad >> 2, a->z_add, dst);
-}
-
-/* 3x3 RGB, with the zero point folded (and not: a channel right shift above TTE_FAST_OUT_MAX_SHIFT). */
-static TTE_NOINLINE void pair_outputs_rgb3x3(const wide_args *a, const wide_pool *pool, int32_t oc0,
-                                             int32_t pairs, int8_t *dst)
-{
-    block_outputs(a, pool, oc0, pairs, 1, 7, 0, dst);
-}
-
-static TTE_NOINLINE void pair_outputs_rgb3x3_z(const wide_args *a, const wide_pool *pool, int32_t oc0,
-                                               int32_t pairs, int8_t *dst)
-{
-    block_outputs(a, pool, oc0, pairs, 1, 7, a->z_add, dst);
-}
-
-static TTE_NOINLINE void last_outputs(const wide_args *a, const wide_pool *pool, int32_t oc0, int32_t pairs,
-                                      int8_t *dst)
-{
-    block_outputs(a, pool, oc0, pairs, 0, a->k_pad >> 2, a->z_add, dst);
-}
-
 /* Every pixel for the channel pairs [0, pairs) of the block at oc0. */
-static void run_block(const wide_args *a, int32_t oc0, int32_t pairs, wide_pool *pool, int8_t *out)
+static void run_block(const tte_wide_args *a, int32_t oc0, int32_t pairs, tte_wide_pool *pool, int8_t *out)
 {
     int8_t stage[STAGE_MAX];
     const int32_t pixels = a->n * a->oh * a->ow;
@@ -377,10 +207,11 @@ static void run_block(const wide_args *a, int32_t oc0, int32_t pairs, wide_pool 
         c0 = c1;
         advance(a, &c0);
         if (!pair) {
-            last_outputs(a, pool, oc0, pairs, out + p * a->cout);
+            tte_wide_last_outputs(a, pool, oc0, pairs, out + p * a->cout);
         } else {
-            (!rgb3x3 ? pair_outputs : a->fold ? pair_outputs_rgb3x3 : pair_outputs_rgb3x3_z)(a, pool, oc0, pairs,
-                                                                                            out + p * a->cout);
+            (!rgb3x3   ? tte_wide_pair_outputs
+             : a->fold ? tte_wide_pair_outputs_rgb3x3
+                       : tte_wide_pair_outputs_rgb3x3_z)(a, pool, oc0, pairs, out + p * a->cout);
         }
     }
 }
@@ -390,12 +221,12 @@ int tte_conv2d_wide_s8(const tte_conv_params *params, const tte_requant *quant, 
                        const tte_dims *out_dims, int8_t *out)
 {
     const tte_out_stage o = tte_out_stage_make(params->output_offset, params->act_min, params->act_max);
-    wide_pool pool;
-    wide_args a;
+    tte_wide_pool pool;
+    tte_wide_args a;
     int32_t oc0, max_pairs;
     a.k = filter_dims->h * filter_dims->w * in_dims->c;
     a.k_pad = (a.k + 3) & ~3;
-    max_pairs = (TTE_CONV_WIDE_WORDS - a.k_pad) / (a.k_pad + RQ_WORDS);
+    max_pairs = (TTE_CONV_WIDE_WORDS - a.k_pad) / (a.k_pad + TTE_WIDE_RQ_WORDS);
     /* Each block copies every window again: blocks of one channel pair would cost more than they save. */
     if (max_pairs < 2 && (max_pairs < 1 || out_dims->c > 2)) {
         return 0;

@@ -4,8 +4,8 @@
  * The mask bit of an output is 1 iff its requantized value before the clamp lies in [-128, 127]: with the zero
  * point folded into the requantization (tte_fast_k_out), that value v is exact, the output is SSAT(v, 8), and the
  * bit is (SSAT(v, 8) == v). The caller cleared the mask; each pass ORs the two bits of each of its two pixels.
- * With DSP the pass is Thumb-2 assembly over weights widened to int16 beforehand (as gemm_s8.c's
- * rows2_cols2_wide), 18 instructions per 16 MACs; each output costs 8 instructions and each pixel pair 25 more
+ * With DSP the pass is Thumb-2 assembly over weights widened to int16 beforehand (as gemm_s8_packed.c's
+ * tte_gemm_rows2_cols2_wide), 18 instructions per 16 MACs; each output costs 8 instructions and each pixel pair 25 more
  * for its mask bits.
  */
 #include "tte_dot.h"
@@ -28,7 +28,7 @@ static inline void or_bits2(uint8_t *mask, int32_t idx, uint32_t bits)
 
 #if TTE_HAVE_DSP
 /* Rows w0 and w0 + depth (depth a multiple of 4) as int16: per 4 taps k..k+3, row 0's halfword pairs (k, k+2),
- * (k+1, k+3), then row 1's (the layout of gemm_s8.c's widen_pair). */
+ * (k+1, k+3), then row 1's (the layout of gemm_s8_packed.c's tte_gemm_widen_pair). */
 static void widen_rows(const int8_t *w0, const int8_t *w1, int32_t depth, uint32_t *dst)
 {
     int32_t k;
