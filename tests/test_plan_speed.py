@@ -34,6 +34,7 @@ def _every_option(monkeypatch) -> None:
 
 def _clear_caches() -> None:
     memory_plan._MEMO.clear()
+    memory_plan._PREPARED.clear()
     stripes._OPTIONS.clear()
     stripes._OFFSETS.clear()
     stripe_schedule._LINES.clear()
@@ -80,3 +81,42 @@ def test_paper_model_stage_choice_and_caches(monkeypatch):
     _clear_caches()
     _every_option(monkeypatch)
     assert _summary(train_layout.plan_layout(program, "m", 100 * 1024)) == fast
+
+
+def _staged_floors(program) -> list[tuple[int, int]]:
+    """For every one- and two-stage candidate of a train step: (the stage choice's floor, train_floor of the staged
+    train step)."""
+    from codegen.emit import ARENA_ALIGNMENT
+    from codegen.ops.train_split import split_trained_weights
+    from tte.passes.train_plan import train_floor
+
+    tg = split_trained_weights(program)
+    home = train_layout.state_homes(tg.graph, tg.state_names)
+    floor = train_layout.after_stages(tg, home)
+    out = []
+    for cand in stripes.stage_choices(tg.graph, set(home), 2):
+        g = tg.graph
+        for o in cand:
+            g = stripes.with_stage(g, o.node, o.scratch)
+        later = ((o.node, o.scratch) for o in cand[1:])
+        fast = max(max(o.floor for o in cand), floor(cand[0].node, cand[0].scratch, *later))
+        fast = -(-fast // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+        out.append((fast, train_floor(g, {*train_layout.TRAIN_EXTERNAL, *home}, ARENA_ALIGNMENT)))
+    return out
+
+
+@pytest.mark.parametrize("update", ["last:1", "last:3"])
+def test_stage_floor_from_the_unstaged_step_is_train_floor(update):
+    pairs = _staged_floors(train_program(normalize(residual_net()), TrainConfig(update, "new:3")))
+    assert len(pairs) >= 4 and all(fast == slow for fast, slow in pairs)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/models is absent")
+@pytest.mark.parametrize("model, scheme", [("mbv2-w0.35", "99kb"), ("mcunet-5fps", "49kb"),
+                                           ("proxyless-w0.3", "98kb")])
+def test_stage_floor_on_paper_models(model, scheme):
+    spec = json.loads((SHARED / "paper_schemes.json").read_text())[model][scheme]
+    program = train_program(normalize(load(SHARED / f"{model}-int8.onnx")),
+                            TrainConfig("sparse", "new:10", scheme=spec))
+    pairs = _staged_floors(program)
+    assert len(pairs) >= 10 and all(fast == slow for fast, slow in pairs), [p for p in pairs if p[0] != p[1]][:3]

@@ -172,10 +172,11 @@ class Graph:
 
     def validate(self) -> None:
         """Check that tensors exist and nodes are in topological order (a bug, not a user error, if not)."""
-        known = {io.tensor for io in self.inputs} | {k for k, t in self.tensors.items() if t.is_const}
+        known = {io.tensor for io in self.inputs}
+        tensors = self.tensors
         for n in self.nodes:
             for t in n.inputs:
-                if t and t not in known:
+                if t and t not in known and (t not in tensors or not tensors[t].is_const):  # constants: known
                     raise ValueError(f"node {n.name} ({n.op}): input {t} is not computed before it")
             known.update(n.outputs)
         for io in self.outputs:

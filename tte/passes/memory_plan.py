@@ -16,14 +16,15 @@ gradients as more intervals with the same `plan` function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tte import ops
 from tte.ir import Graph
-from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tensor_bytes, tie_spans
+from tte.passes.inplace import DEPTHWISE_OPS, InPlace, fewest_ties, inplace_roots, tensor_bytes, tie_spans
 from tte.passes.placement import live_profile, place
-from tte.passes.stripes import stage_nests
+from tte.passes.stripes import STAGE_OP, stage_nests, stripe_mode
 
 
 @dataclass(frozen=True)
@@ -230,14 +231,89 @@ def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
                inplace: bool = True, target: int = 0) -> MemoryPlan:
     """Plan the arena of an inference graph (see `graph_buffers`); `fixed` pins buffers to offsets. Depthwise
     nodes run in place only where that keeps the arena (or `target`, an arena paid anyway) down."""
-    external = set(external)
+    key = ("inference", alignment, frozenset(external), frozenset(copies), inplace, structure(graph))
+    variants = prepared(graph, key, lambda: _inference_variants(graph, alignment, set(key[2]), key[3], inplace),
+                        by_id=False)
+    return fewest_ties(variants.found, lambda variant: variants.plan(variant, fixed), target)
+
+
+def _inference_variants(graph: Graph, alignment: int, external: set[str], copies: Iterable[str],
+                        inplace: bool) -> Variants:
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
 
-    def make(found: InPlace) -> MemoryPlan:
+    def make(found: InPlace) -> Placing:
         buffers, aliases, tied, nested = _graph_buffers(graph, external, found, alignment)
-        return plan(buffers, alignment, names, aliases, fixed, tied=tied, nested=nested)
+        return Placing(tuple(buffers), alignment, names, aliases, {}, tuple(tied), tuple(nested))
 
-    return fewest_ties(inplace_roots(graph, alias_roots(graph, copies), external, inplace), make, target)
+    return Variants(inplace_roots(graph, alias_roots(graph, copies), external, inplace), make)
+
+
+@dataclass(frozen=True)
+class Placing:
+    """Everything `plan` needs but the pinned offsets."""
+
+    buffers: tuple[Buffer, ...]
+    alignment: int
+    step_names: tuple[str, ...]
+    aliases: dict[str, str]
+    kinds: dict[str, str]
+    tied: tuple[tuple[str, str], ...]
+    nested: tuple[tuple[str, str, int], ...]
+
+    def plan(self, fixed: Mapping[str, int] | None) -> MemoryPlan:
+        return plan(self.buffers, self.alignment, self.step_names, self.aliases, fixed, self.kinds, self.tied,
+                    self.nested)
+
+
+class Variants:
+    """The in-place variants of one graph's plan (`fewest_ties` picks one), each built once: a train step and its
+    inference graph are planned twice, with the input pinned and without (codegen/train_layout.py)."""
+
+    def __init__(self, found: InPlace, make: Callable[[InPlace], Placing]) -> None:
+        self.found, self._make = found, make
+        self._built: dict[tuple, Placing] = {}
+
+    def plan(self, variant: InPlace, fixed: Mapping[str, int] | None) -> MemoryPlan:
+        key = tuple(variant.ties)
+        if key not in self._built:
+            self._built[key] = self._make(variant)
+        return self._built[key].plan(fixed)
+
+
+def prepared(graph: Graph, key: tuple, build: Callable[[], Any], by_id: bool = True) -> Any:
+    """`build()` once per graph object and key (graphs are immutable; the entry keeps its graph alive, so the id
+    is not reused while it is cached), or with `by_id=False` once per key (which then says all that matters)."""
+    k = (id(graph) if by_id else None, *key)
+    hit = _PREPARED.get(k)
+    if hit is None:
+        if len(_PREPARED) >= PREPARED_SIZE:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        hit = _PREPARED[k] = (graph, build())
+    return hit[1]
+
+
+def structure(graph: Graph) -> tuple:
+    """All that an inference graph's plan depends on: per node its op, name, tensors, the attributes of an
+    in-place depthwise candidate and a stripe stage's identity and mode; the shape and type of every tensor. The
+    inference graphs of one model's train steps are mostly equal (only split weights change their inputs), and
+    their plans are then made once."""
+    nodes, tensors = [], set()
+    for n in graph.nodes:
+        extra: tuple = ()
+        if n.op == STAGE_OP:
+            extra = (id(n.attrs["stage"]), *stripe_mode(n))  # the graph in the cache entry keeps the stage alive
+        elif n.op in DEPTHWISE_OPS:
+            extra = (tuple(n.attrs["stride"]), tuple(n.attrs["pad"]), n.attrs.get("multiplier", 1))
+        nodes.append((n.op, n.name, n.inputs, n.outputs, extra))
+        tensors.update(n.inputs)
+        tensors.update(n.outputs)
+    tensors.discard("")
+    info = tuple((t, graph[t].shape, graph[t].dtype, graph[t].is_const) for t in sorted(tensors))
+    return tuple(nodes), info, tuple(io.tensor for io in graph.inputs), tuple(io.tensor for io in graph.outputs)
+
+
+PREPARED_SIZE = 64  # the stripe stage choice bounds and plans a dozen staged graphs per train step
+_PREPARED: dict[tuple, tuple[Graph, Any]] = {}
 
 
 # --- text -----------------------------------------------------------------------------------------------------

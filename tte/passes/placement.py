@@ -144,6 +144,14 @@ def place(bufs: Sequence[Interval], alignment: int, fixed: Mapping[int, int],
     b at offset(a) + delta and let the two share bytes. Deterministic: the first trial reaching the smallest
     arena wins.
     """
+    from tte.passes import placement_native
+
+    if placement_native.enabled():  # the same placement, compiled (placement.c)
+        names = list(ORDERS)
+        offsets, arena, won = placement_native.place(bufs, alignment, fixed, links,
+                                                     [(names.index(o), t) for o, t in TRIALS])
+        name, tightest = TRIALS[won]
+        return offsets, arena, f"{name}, {'tightest' if tightest else 'lowest'} fit"
     us = units(bufs, links)
     conf = conflicts(bufs)
     live = live_profile(bufs, links)

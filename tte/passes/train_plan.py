@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 from tte.ir import Graph
 from tte.passes.inplace import InPlace, fewest_ties, inplace_roots, tensor_bytes, tie_spans
-from tte.passes.memory_plan import Buffer, MemoryPlan, alias_roots, plan
+from tte.passes.memory_plan import Buffer, MemoryPlan, Placing, Variants, alias_roots, prepared
 from tte.passes.placement import live_profile
 from tte.passes.stripes import stage_nests
 
@@ -63,39 +63,56 @@ def plan_train_step(graph: Graph, num_forward: int, masks: Iterable[str], extern
     """The arena plan of a train step graph; `masks`: the mask tensors, `external`: tensors with no arena bytes
     (label, learning rate, loss, trainable parameters and their new values); `fixed`: pinned offsets;
     `inplace`: depthwise layers may write over their dying input (only where that keeps the arena down)."""
-    external = set(external)
-    masks = set(masks)
+    key = ("train", num_forward, frozenset(masks), frozenset(external), alignment, inplace)
+    variants = prepared(graph, key, lambda: _train_variants(graph, num_forward, key[2], key[3], alignment, inplace))
+    return fewest_ties(variants.found, lambda variant: variants.plan(variant, fixed))
+
+
+def _basis(graph: Graph, external: frozenset[str], inplace: bool
+           ) -> tuple[InPlace, dict[str, tuple[int, int]], dict[str, int]]:
+    """The aliases and in-place candidates, each buffer's span and size: what `train_floor` and the plan share
+    (the stripe stage choice bounds a candidate, then plans it)."""
+    def build() -> tuple[InPlace, dict[str, tuple[int, int]], dict[str, int]]:
+        found = train_aliases(graph, external, inplace)
+        spans = _intervals(graph, found.roots, external)
+        return found, spans, {r: tensor_bytes(graph, r) for r in spans}
+
+    return prepared(graph, ("train basis", external, inplace), build)
+
+
+def _train_variants(graph: Graph, num_forward: int, masks: frozenset[str], external: frozenset[str],
+                    alignment: int, inplace: bool) -> Variants:
     names = tuple(f"{n.name} ({n.op})" for n in graph.nodes)
-    found = train_aliases(graph, external, inplace)
     # the variants `fewest_ties` tries differ in ties and scratch only: spans, sizes and kinds are shared
-    base = _intervals(graph, found.roots, external)
-    sizes = {r: tensor_bytes(graph, r) for r in base}
+    found, base, sizes = _basis(graph, external, inplace)
     base_kinds = {r: buffer_kind(graph, r, span, num_forward, masks) for r, span in base.items()}
     aliases = {t: r for t, r in found.roots.items() if r in base}
 
-    def make(variant: InPlace) -> MemoryPlan:
+    def make(variant: InPlace) -> Placing:
         spans = dict(base)
         tie_spans(spans, sizes, variant.ties)
         buffers = [Buffer(r, sizes[r], a, b) for r, (a, b) in spans.items()]
         buffers += [Buffer(s.name, s.size, s.step, s.step) for s in variant.scratch]
         kinds = {**base_kinds, **{s.name: "scratch" for s in variant.scratch}}
-        return plan(buffers, alignment, names, aliases, fixed, kinds, [(x, y) for x, y, _ in variant.ties],
-                    stage_nests(graph, spans, found.roots, alignment))
+        return Placing(tuple(buffers), alignment, names, aliases, kinds, tuple((x, y) for x, y, _ in variant.ties),
+                       tuple(stage_nests(graph, spans, found.roots, alignment)))
 
-    return fewest_ties(found, make)
+    return Variants(found, make)
 
 
 def train_floor(graph: Graph, external: Iterable[str], alignment: int = 16, inplace: bool = True) -> int:
     """A lower bound of `plan_train_step`'s arena, without placing anything: the most live bytes at one step,
     each in-place depthwise candidate counted in place where that saves bytes (rounded up to the alignment)."""
-    external = set(external)
-    found = train_aliases(graph, external, inplace)
-    spans = _intervals(graph, found.roots, external)
-    sizes = {r: tensor_bytes(graph, r) for r in spans}
+    top = max(train_live(graph, external, alignment, inplace), default=0)
+    return -(-top // alignment) * alignment
+
+
+def train_live(graph: Graph, external: Iterable[str], alignment: int = 16, inplace: bool = True) -> list[int]:
+    """The bytes live at each step of `train_floor`."""
+    found, spans, sizes = _basis(graph, frozenset(external), inplace)
     live = live_profile([Buffer(r, sizes[r], a, b) for r, (a, b) in spans.items()],
                         stage_nests(graph, spans, found.roots, alignment))
     scratch = {s.step: s.size for s in found.scratch}
     for x, y, step in found.ties:
         live[step] -= max(0, min(sizes[x], sizes[y]) - scratch[step])
-    top = max(live, default=0)
-    return -(-top // alignment) * alignment
+    return live
