@@ -9,6 +9,7 @@ The op catalogue (attributes each op carries) is documented in `tte/ops/__init__
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 DTYPES = {"int8": np.int8, "int32": np.int32, "float32": np.float32, "uint8": np.uint8, "int16": np.int16}
+ITEMSIZE = {name: np.dtype(t).itemsize for name, t in DTYPES.items()}
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -90,11 +92,11 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: no numpy call (planners ask thousands of times per plan)
 
     @property
     def nbytes(self) -> int:
-        return self.size * np.dtype(DTYPES[self.dtype]).itemsize
+        return self.size * ITEMSIZE[self.dtype]
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,11 +26,14 @@ with `exact` and repairs it (see search.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,8 @@ class CostModel:
         self.fast = True  # plan without emitting C (`_plan_cost`); False: through emit_train, as tte compile
         self.seconds = 0.0  # time spent in exact evaluations (new ones, not memo hits)
         self.evaluations = 0
+        self._pool: Any = None  # the worker processes of `parallel`, while open
+        self._jobs = 1
 
     def exact(self, items: Iterable[Item]) -> Cost:
         """The compile's peak SRAM and backward MACs of the scheme (memoized)."""
@@ -135,6 +140,37 @@ class CostModel:
             self.seconds += time.perf_counter() - t0
             self.evaluations += 1
         return hit
+
+    def exact_many(self, schemes: Iterable[Iterable[Item]]) -> list[Cost]:
+        """`exact` of each scheme; the new ones on the worker processes of `parallel` when it is open."""
+        keys = [canonical(s) for s in schemes]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        if self._pool is not None and len(todo) > 1:
+            t0 = time.perf_counter()
+            chunk = max(1, len(todo) // (4 * self._jobs))
+            for k, cost in zip(todo, self._pool.map(_work, todo, chunksize=chunk), strict=True):
+                self.memo[k] = cost
+            self.seconds += time.perf_counter() - t0
+            self.evaluations += len(todo)
+        return [self.exact(k) for k in keys]
+
+    @contextlib.contextmanager
+    def parallel(self, jobs: int | None = None) -> Iterator[CostModel]:
+        """Worker processes for `exact_many` (forked now, so they start with this model and its caches warm);
+        one process, or no fork on this platform: `exact_many` evaluates in this process."""
+        jobs = jobs or os.cpu_count() or 1
+        if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods() or self._pool is not None:
+            yield self
+            return
+        global _WORKER
+        _WORKER = self
+        self._jobs = jobs
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            self._pool = pool
+            try:
+                yield self
+            finally:
+                self._pool = None
 
     def _compile(self, items: tuple[Item, ...]) -> Cost:
         from tte.train import build_training_graph
@@ -188,6 +224,14 @@ class CostModel:
         node = self.node(name)
         k = len(top_channels(node, self.forward, ratio))
         return int(ops.get(node.op).macs(node, self.forward)) * k // in_channels(node, self.forward)
+
+
+_WORKER: CostModel | None = None  # the cost model the forked workers of `CostModel.parallel` evaluate with
+
+
+def _work(items: tuple[Item, ...]) -> Cost:
+    assert _WORKER is not None
+    return _WORKER._compile(items)
 
 
 def _plan_cost(program: Any, budget: int | None, stack: int) -> Cost:

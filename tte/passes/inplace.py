@@ -20,8 +20,6 @@ are live at one step never share an offset otherwise), and find the scratch at `
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -51,14 +49,7 @@ class Scratch:
 
 
 def tensor_bytes(graph: Graph, name: str) -> int:
-    """`graph[name].nbytes` without numpy (the planners ask for it thousands of times per plan)."""
-    t = graph[name]
-    return math.prod(t.shape) * _itemsize(t.dtype)
-
-
-@functools.cache
-def _itemsize(dtype: str) -> int:
-    return int(np.dtype(dtype).itemsize)
+    return graph[name].nbytes
 
 
 def scratch_name(node: Node) -> str:

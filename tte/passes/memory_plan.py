@@ -231,7 +231,8 @@ def plan_graph(graph: Graph, alignment: int = 16, external: Iterable[str] = (),
                inplace: bool = True, target: int = 0) -> MemoryPlan:
     """Plan the arena of an inference graph (see `graph_buffers`); `fixed` pins buffers to offsets. Depthwise
     nodes run in place only where that keeps the arena (or `target`, an arena paid anyway) down."""
-    key = ("inference", alignment, frozenset(external), frozenset(copies), inplace, structure(graph))
+    shape = prepared(graph, ("structure",), lambda: structure(graph))  # once per graph: it is planned twice
+    key = ("inference", alignment, frozenset(external), frozenset(copies), inplace, shape)
     variants = prepared(graph, key, lambda: _inference_variants(graph, alignment, set(key[2]), key[3], inplace),
                         by_id=False)
     return fewest_ties(variants.found, lambda variant: variants.plan(variant, fixed), target)
