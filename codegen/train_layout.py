@@ -21,7 +21,7 @@ from codegen.ops.train_update import inplace_outputs
 from tte import ops
 from tte.ir import Graph, Node
 from tte.passes.memory_plan import MemoryPlan, plan_graph
-from tte.passes.stripes import pick_stage, with_stage
+from tte.passes.stripes import MAX_STAGES, pick_stage, stage_choices, with_stage
 from tte.passes.train_plan import plan_train_step, train_live
 from tte.train import TrainingGraph
 from tte.train.autodiff import LABEL, LOSS, LR
@@ -168,6 +168,16 @@ class Layout:
 def plan_layout(program: TrainingGraph, name: str, budget: int | None = None, reserve: int = 0) -> Layout:
     """The train step's memory layout (module docstring); `budget` bytes of SRAM for all of it, `reserve` of them
     for the stack: over it, the first layers go into row stripes when that makes the arena smaller."""
+    layout = layout_if_fits(program, name, budget, reserve, give_up=False)
+    assert layout is not None
+    return layout
+
+
+def layout_if_fits(program: TrainingGraph, name: str, budget: int | None, reserve: int = 0,
+                   give_up: bool = True) -> Layout | None:
+    """`plan_layout`, or None when no stripe candidate can fit the budget (their floors say so): the candidates
+    are then not planned to find the smallest arena (what the scheme search needs of a scheme that does not
+    fit; `give_up=False`: plan them)."""
     tg = split_trained_weights(program)
     infer = c_inference_graph(tg)
     _, outputs = bindings(infer, name)
@@ -176,5 +186,18 @@ def plan_layout(program: TrainingGraph, name: str, budget: int | None = None, re
     planned = plan_both(tg, infer, home, external)
     static = sum(tg.graph[s].nbytes for s in tg.state_names) + sum(b.nbytes for b in outputs)
     if budget is not None and planned.arena + static + reserve > budget:
+        if give_up and not _may_fit(tg, home, budget - static - reserve):
+            return None
         planned = striped(planned, home, external, budget - static - reserve)
     return Layout(planned, home, external, static)
+
+
+def _may_fit(tg: TrainingGraph, home: dict[str, str], arena_budget: int) -> bool:
+    """Whether some stripe candidate's floor (a lower bound of its arena) is within `arena_budget`."""
+    after = after_stages(tg, home)
+    for cand in stage_choices(tg.graph, set(home), MAX_STAGES):
+        low = max(o.floor for o in cand)
+        if low <= arena_budget and after(cand[0].node, cand[0].scratch,
+                                         *((o.node, o.scratch) for o in cand[1:])) <= arena_budget:
+            return True
+    return False

@@ -123,6 +123,7 @@ class CostModel:
         self.classes = int(self.forward[layers[-1].outputs[0]].size)
         self.order = {n.name: i for i, n in enumerate(layers)}
         self.memo: dict[tuple[Item, ...], Cost] = {}
+        self.over: set[tuple[Item, ...]] = set()  # schemes `fitting_many` found over the budget
         self.key = cost_key(self)  # now: the sources as this process runs them
         self.fast = True  # plan without emitting C (`_plan_cost`); False: through emit_train, as tte compile
         self.seconds = 0.0  # time spent in exact evaluations (new ones, not memo hits)
@@ -136,7 +137,9 @@ class CostModel:
         hit = self.memo.get(key)
         if hit is None:
             t0 = time.perf_counter()
-            hit = self.memo[key] = self._compile(key)
+            hit = self._compile(key)
+            assert hit is not None
+            self.memo[key] = hit
             self.seconds += time.perf_counter() - t0
             self.evaluations += 1
         return hit
@@ -156,8 +159,8 @@ class CostModel:
 
     @contextlib.contextmanager
     def parallel(self, jobs: int | None = None) -> Iterator[CostModel]:
-        """Worker processes for `exact_many` (forked now, so they start with this model and its caches warm);
-        one process, or no fork on this platform: `exact_many` evaluates in this process."""
+        """Worker processes for `exact_many` and `fitting_many` (forked now: they start with this model and its
+        caches warm); with one process, or no fork on this platform, they evaluate in this process."""
         jobs = jobs or os.cpu_count() or 1
         if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods() or self._pool is not None:
             yield self
@@ -172,13 +175,35 @@ class CostModel:
             finally:
                 self._pool = None
 
-    def _compile(self, items: tuple[Item, ...]) -> Cost:
+    def fitting_many(self, schemes: Iterable[Iterable[Item]]) -> list[Cost | None]:
+        """`exact` of each scheme that fits the budget, None for one that does not: that answer is exact too,
+        but cheaper when the row-stripe candidates' floors already exceed the budget (none is planned then)."""
+        keys = [canonical(s) for s in schemes]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memo and k not in self.over))
+        t0 = time.perf_counter()
+        if self._pool is not None and len(todo) > 1:
+            results = self._pool.map(_fit_work, todo, chunksize=max(1, len(todo) // (4 * self._jobs)))
+        else:
+            results = [self._compile(k, give_up=True) for k in todo]
+        for k, cost in zip(todo, results, strict=True):
+            if cost is None:
+                self.over.add(k)
+            else:
+                self.memo[k] = cost
+        self.seconds += time.perf_counter() - t0
+        self.evaluations += len(todo)
+        return [None if k in self.over else self.memo[k] for k in keys]
+
+    def _compile(self, items: tuple[Item, ...], give_up: bool = False) -> Cost | None:
         from tte.train import build_training_graph
         from tte.train.spec import scheme_spec
 
         spec = scheme_spec(scheme_dict(items, self.order), self.forward, text="auto")
         program = build_training_graph(self.forward, spec, self.options)
-        return _plan_cost(program, self.budget, self.stack) if self.fast else self._emit_cost(program)
+        if not self.fast:
+            cost = self._emit_cost(program)
+            return None if give_up and cost.peak_sram_bytes > (self.budget or cost.peak_sram_bytes) else cost
+        return _plan_cost(program, self.budget, self.stack, give_up)
 
     def _emit_cost(self, program: Any) -> Cost:
         """The cost as `tte compile` reports it, C emission included (the reference for `_plan_cost`)."""
@@ -229,18 +254,26 @@ class CostModel:
 _WORKER: CostModel | None = None  # the cost model the forked workers of `CostModel.parallel` evaluate with
 
 
-def _work(items: tuple[Item, ...]) -> Cost:
+def _work(items: tuple[Item, ...]) -> Cost | None:
     assert _WORKER is not None
     return _WORKER._compile(items)
 
 
-def _plan_cost(program: Any, budget: int | None, stack: int) -> Cost:
+def _fit_work(items: tuple[Item, ...]) -> Cost | None:
+    assert _WORKER is not None
+    return _WORKER._compile(items, give_up=True)
+
+
+def _plan_cost(program: Any, budget: int | None, stack: int, give_up: bool = False) -> Cost | None:
     """The planning half of `tte compile` without the C (`codegen.train_layout.plan_layout`, which emit_train
-    calls too), so the same `peak_sram_bytes` = arena + SRAM state + outputs + stack (build_train_report)."""
-    from codegen.train_layout import plan_layout
+    calls too), so the same `peak_sram_bytes` = arena + SRAM state + outputs + stack (build_train_report).
+    `give_up`: None when the scheme cannot fit the budget (`layout_if_fits`)."""
+    from codegen.train_layout import layout_if_fits
     from tte.train.autodiff import RNG
 
-    layout = plan_layout(program, "auto_cost", budget, stack)
+    layout = layout_if_fits(program, "auto_cost", budget, stack, give_up)
+    if layout is None:
+        return None
     tg = layout.planned.tg
     macs = sum(int(ops.get(n.op).macs(n, tg.graph)) for n in tg.backward_nodes())
     params = sum(tg.graph[s].nbytes for s in tg.state_names if s != RNG)
@@ -366,10 +399,12 @@ def load_memo(cm: CostModel, cache: Mapping[str, Any] | None) -> None:
         return
     for keys, peak, macs, params in cache.get("entries", []):
         cm.memo[canonical(Item.parse(k) for k in keys)] = Cost(peak, macs, params)
+    cm.over.update(canonical(Item.parse(k) for k in keys) for keys in cache.get("over", []))
 
 
 def dump_memo(cm: CostModel) -> dict[str, Any]:
-    """The memo of exact costs as JSON (for auto.json)."""
+    """The memo of exact costs, and the schemes known to be over the budget, as JSON (for auto.json)."""
     entries = [[[i.key for i in items], c.peak_sram_bytes, c.macs_backward, c.trainable_param_bytes]
                for items, c in sorted(cm.memo.items(), key=lambda kv: [i.key for i in kv[0]])]
-    return {"key": cm.key, "entries": entries}
+    over = sorted([i.key for i in items] for items in cm.over)
+    return {"key": cm.key, "entries": entries, "over": over}
