@@ -82,99 +82,93 @@ static int cmp_ranges(const void *pa, const void *pb) {
     return 0;
 }
 
-static const int32_t *sort_first;
-static int cmp_first(const void *pa, const void *pb) {
-    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-    if (sort_first[a] != sort_first[b]) return sort_first[a] < sort_first[b] ? -1 : 1;
-    return a < b ? -1 : (a > b); /* stable, as Python's sorted */
+/* The placed buffers of non-zero size in offset order (a fit walks them instead of sorting its neighbours). */
+typedef struct {
+    int32_t *index;
+    int32_t count;
+} by_offset_t;
+
+static void insert_placed(by_offset_t *p, const int64_t *offsets, int32_t j) {
+    int32_t lo = 0, hi = p->count;
+    while (lo < hi) { /* after every buffer at an offset <= offsets[j] */
+        int32_t mid = (lo + hi) / 2;
+        if (offsets[p->index[mid]] <= offsets[j]) lo = mid + 1;
+        else hi = mid;
+    }
+    memmove(&p->index[lo + 1], &p->index[lo], sizeof(int32_t) * (size_t)(p->count - lo));
+    p->index[lo] = j;
+    p->count++;
 }
 
-/* conflicts as CSR: conf[cstart[i] .. cstart[i + 1]) are the buffers of non-zero size live with buffer i */
-static int conflicts(int32_t n, const int64_t *size, const int32_t *first, const int32_t *last, int32_t **cstart,
-                     int32_t **conf) {
-    int32_t *order = malloc(sizeof(int32_t) * (size_t)(n + 1));
-    int32_t *active = malloc(sizeof(int32_t) * (size_t)(n + 1));
-    int32_t *count = calloc((size_t)n + 1, sizeof(int32_t));
-    int32_t m = 0, nact = 0;
-    if (!order || !active || !count) goto fail;
-    for (int32_t i = 0; i < n; i++)
-        if (size[i]) order[m++] = i;
-    sort_first = first;
-    qsort(order, (size_t)m, sizeof(int32_t), cmp_first);
-    /* two sweeps: count, then fill */
-    for (int pass = 0; pass < 2; pass++) {
-        nact = 0;
-        if (pass == 1) {
-            *cstart = malloc(sizeof(int32_t) * ((size_t)n + 1));
-            if (!*cstart) goto fail;
-            (*cstart)[0] = 0;
-            for (int32_t i = 0; i < n; i++) (*cstart)[i + 1] = (*cstart)[i] + count[i];
-            *conf = malloc(sizeof(int32_t) * ((size_t)(*cstart)[n] + 1));
-            if (!*conf) goto fail;
-            memset(count, 0, sizeof(int32_t) * ((size_t)n + 1));
-        }
-        for (int32_t k = 0; k < m; k++) {
-            int32_t i = order[k], kept = 0;
-            for (int32_t a = 0; a < nact; a++) {
-                int32_t j = active[a];
-                if (last[j] < first[i]) continue;
-                active[kept++] = j;
-                if (pass == 1) {
-                    (*conf)[(*cstart)[i] + count[i]] = j;
-                    (*conf)[(*cstart)[j] + count[j]] = i;
-                }
-                count[i]++;
-                count[j]++;
-            }
-            nact = kept;
-            active[nact++] = i;
+static int live_together(const int32_t *first, const int32_t *last, int32_t i, int32_t j) {
+    return first[i] <= last[j] && first[j] <= last[i];
+}
+
+/* One step of the scan over banned ranges in ascending order (placement.py's _fit): 1 when the lowest fit is
+ * found (at), else 0. */
+typedef struct {
+    int64_t at, best, best_room, alignment;
+    int tightest;
+} scan_t;
+
+static int scan_step(scan_t *s, int64_t lo, int64_t hi) {
+    if (hi <= s->at) return 0;
+    if (lo > s->at) {
+        if (!s->tightest) return 1;
+        if (s->best < 0 || lo - s->at < s->best_room) {
+            s->best = s->at;
+            s->best_room = lo - s->at;
         }
     }
-    free(order);
-    free(active);
-    free(count);
+    int64_t up = align_up(hi, s->alignment);
+    if (up > s->at) s->at = up;
     return 0;
-fail:
-    free(order);
-    free(active);
-    free(count);
-    return -1;
 }
 
 /* the lowest aligned unit offset where no member meets a placed buffer live with it, or the start of the
- * tightest free range (see _fit in placement.py) */
-static int64_t fit(const unit_t *u, const member_t *members, const int64_t *size, const int32_t *cstart,
-                   const int32_t *conf, const int64_t *offsets, const char *placed, const int32_t *unit_of,
+ * tightest free range (see _fit in placement.py). A one-buffer unit's banned ranges come in offset order from
+ * `placed`; a linked unit's are collected and sorted. */
+static int64_t fit(const unit_t *u, const member_t *members, const int64_t *size, const int32_t *first,
+                   const int32_t *last, const int64_t *offsets, const by_offset_t *placed, const int32_t *unit_of,
                    int32_t uid, int64_t alignment, int tightest, range_t *banned) {
+    scan_t s = {0, -1, -1, alignment, tightest};
+    if (u->count == 1) {
+        int32_t i = members[u->start].index;
+        int64_t sz = size[i];
+        if (!sz) return 0;
+        for (int32_t k = 0; k < placed->count; k++) {
+            int32_t j = placed->index[k];
+            if (live_together(first, last, i, j) && scan_step(&s, offsets[j] - sz + 1, offsets[j] + size[j]))
+                return s.at;
+        }
+        return s.best < 0 ? s.at : s.best;
+    }
     int32_t nb = 0;
     for (int32_t k = 0; k < u->count; k++) {
         int32_t i = members[u->start + k].index;
         int64_t d = members[u->start + k].delta, sz = size[i];
         if (!sz) continue;
-        for (int32_t c = cstart[i]; c < cstart[i + 1]; c++) {
-            int32_t j = conf[c];
-            if (!placed[j] || (u->count > 1 && unit_of[j] == uid)) continue;
+        for (int32_t c = 0; c < placed->count; c++) {
+            int32_t j = placed->index[c];
+            if (unit_of[j] == uid || !live_together(first, last, i, j)) continue;
             banned[nb].lo = offsets[j] - d - sz + 1;
             banned[nb].hi = offsets[j] + size[j] - d;
             nb++;
         }
     }
     qsort(banned, (size_t)nb, sizeof(range_t), cmp_ranges);
-    int64_t at = 0, best = -1, best_room = -1;
-    for (int32_t k = 0; k < nb; k++) {
-        if (banned[k].hi <= at) continue;
-        if (banned[k].lo > at) {
-            if (!tightest) return at;
-            int64_t room = banned[k].lo - at;
-            if (best < 0 || room < best_room) {
-                best = at;
-                best_room = room;
-            }
-        }
-        int64_t up = align_up(banned[k].hi, alignment);
-        if (up > at) at = up;
+    for (int32_t k = 0; k < nb; k++)
+        if (scan_step(&s, banned[k].lo, banned[k].hi)) return s.at;
+    return s.best < 0 ? s.at : s.best;
+}
+
+static void place_unit(const unit_t *u, const member_t *members, const int64_t *size, int64_t at, int64_t *offsets,
+                       by_offset_t *placed) {
+    for (int32_t k = 0; k < u->count; k++) {
+        int32_t i = members[u->start + k].index;
+        offsets[i] = at + members[u->start + k].delta;
+        if (size[i]) insert_placed(placed, offsets, i);
     }
-    return best < 0 ? at : best;
 }
 
 int tte_place(int32_t n, const int64_t *size, const int32_t *first, const int32_t *last, const int32_t *name_rank,
@@ -185,17 +179,18 @@ int tte_place(int32_t n, const int64_t *size, const int32_t *first, const int32_
     int status = PLACE_NO_MEMORY;
     int32_t steps = 0, nunits = 0, npinned = 0, nfree = 0;
     int32_t *parent = malloc(sizeof(int32_t) * ((size_t)n + 1)), *root_unit = malloc(sizeof(int32_t) * ((size_t)n + 1));
-    int32_t *unit_of = malloc(sizeof(int32_t) * ((size_t)n + 1)), *cstart = NULL, *conf = NULL;
+    int32_t *unit_of = malloc(sizeof(int32_t) * ((size_t)n + 1));
     int64_t *rel = malloc(sizeof(int64_t) * ((size_t)n + 1)), *dist = malloc(sizeof(int64_t) * ((size_t)n + 1));
     int64_t *offsets = malloc(sizeof(int64_t) * ((size_t)n + 1)), *fixed_at = malloc(sizeof(int64_t) * ((size_t)n + 1));
-    char *placed = malloc((size_t)n + 1), *is_fixed = calloc((size_t)n + 1, 1);
+    char *is_fixed = calloc((size_t)n + 1, 1);
+    by_offset_t by_offset = {NULL, 0};
     member_t *members = malloc(sizeof(member_t) * ((size_t)n + 1));
     unit_t *units = malloc(sizeof(unit_t) * ((size_t)n + 1)), *order = malloc(sizeof(unit_t) * ((size_t)n + 1));
     int32_t *pin_at = malloc(sizeof(int32_t) * ((size_t)n + 1));
     int64_t *live = NULL;
     range_t *banned = NULL;
     *error_out = -1;
-    if (!parent || !root_unit || !unit_of || !rel || !dist || !offsets || !fixed_at || !placed || !is_fixed ||
+    if (!parent || !root_unit || !unit_of || !rel || !dist || !offsets || !fixed_at || !is_fixed ||
         !members || !units || !order || !pin_at)
         goto done;
 
@@ -321,46 +316,34 @@ int tte_place(int32_t n, const int64_t *size, const int32_t *first, const int32_
         pin_at[npinned++] = u;
     }
 
-    if (conflicts(n, size, first, last, &cstart, &conf) != 0) goto done;
     {
-        int32_t most = 0;
-        for (int32_t u = 0; u < nunits; u++) {
-            int32_t c = 0;
-            for (int32_t k = 0; k < units[u].count; k++) {
-                int32_t i = members[units[u].start + k].index;
-                c += cstart[i + 1] - cstart[i];
-            }
-            if (c > most) most = c;
-        }
-        banned = malloc(sizeof(range_t) * ((size_t)most + 1));
-        if (!banned) goto done;
+        int32_t most = 0; /* a linked unit's banned ranges: each member against every placed buffer */
+        for (int32_t u = 0; u < nunits; u++)
+            if (units[u].count > 1 && units[u].count > most) most = units[u].count;
+        banned = malloc(sizeof(range_t) * ((size_t)most * (size_t)n + 1));
+        by_offset.index = malloc(sizeof(int32_t) * ((size_t)n + 1));
+        if (!banned || !by_offset.index) goto done;
     }
 
     int64_t best_arena = -1;
     for (int32_t t = 0; t < n_trials; t++) {
         order_kind = trial_order[t];
         qsort(order, (size_t)nfree, sizeof(unit_t), cmp_units);
-        memset(placed, 0, (size_t)n + 1);
+        by_offset.count = 0;
         for (int32_t p = 0; p < npinned; p++) {
             const unit_t *u = &units[pin_at[p]];
             int32_t anchor = -1;
             for (int32_t k = 0; k < u->count && anchor < 0; k++)
                 if (is_fixed[members[u->start + k].index]) anchor = k;
             int64_t at = fixed_at[members[u->start + anchor].index] - members[u->start + anchor].delta;
-            for (int32_t k = 0; k < u->count; k++) {
-                offsets[members[u->start + k].index] = at + members[u->start + k].delta;
-                placed[members[u->start + k].index] = 1;
-            }
+            place_unit(u, members, size, at, offsets, &by_offset);
         }
         for (int32_t f = 0; f < nfree; f++) {
             const unit_t *u = &order[f];
             int32_t uid = unit_of[members[u->start].index];
-            int64_t at = fit(u, members, size, cstart, conf, offsets, placed, unit_of, uid, alignment,
+            int64_t at = fit(u, members, size, first, last, offsets, &by_offset, unit_of, uid, alignment,
                              trial_tightest[t], banned);
-            for (int32_t k = 0; k < u->count; k++) {
-                offsets[members[u->start + k].index] = at + members[u->start + k].delta;
-                placed[members[u->start + k].index] = 1;
-            }
+            place_unit(u, members, size, at, offsets, &by_offset);
         }
         int64_t arena = 0;
         for (int32_t i = 0; i < n; i++) {
@@ -385,7 +368,6 @@ done:
     free(dist);
     free(offsets);
     free(fixed_at);
-    free(placed);
     free(is_fixed);
     free(members);
     free(units);
@@ -393,7 +375,6 @@ done:
     free(pin_at);
     free(live);
     free(banned);
-    free(cstart);
-    free(conf);
+    free(by_offset.index);
     return status;
 }
