@@ -7,12 +7,11 @@ screens candidates with (`Surrogate.peak`), per candidate, its largest error aga
 often it is below it (then the search's exact check repairs the scheme), and how many schemes the exact model
 sees per second.
 
-Then the candidates a scheme search really plans: the moves of its local search (tte/auto/search.py) around
-the MILP's answer, near the budget (deep schemes of 30-60 items), `CostModel.fitting_many` on `--jobs` worker
-processes: candidates per second; and a whole data-free search (`search` with the prior as gains): how many
-candidates it planned and in what time.
+Then the candidates a scheme search plans: its answer near the budget (deep schemes of 30-60 items) with one
+more item, batch-planned with `CostModel.fitting_many` on `--jobs` worker processes: candidates per second; and a
+whole data-free search (`search` with the prior as gains): how many candidates it planned and in what time.
 
-Usage: python bench/cost_speed.py [--models ../shared/models] [--schemes 20] [--moves 400] [--jobs 2]
+Usage: python bench/cost_speed.py [--models ../shared/models] [--schemes 20] [--moves 200] [--jobs 2]
 Writes bench/results/cost_speed.md and .json. The times depend on the machine and its load (printed).
 """
 
@@ -80,8 +79,9 @@ def measure(models: Path, model: str, budget_kb: int, count: int) -> dict[str, A
 
 
 def measure_search(models: Path, model: str, budget_kb: int, moves: int, jobs: int) -> dict[str, Any]:
-    """The local search's candidates around the MILP answer, batch-planned; then a whole data-free search."""
-    from tte.auto.search import _applied, _moves, heuristic_gains, search, solve
+    """The MILP answer with one more item each, batch-planned; then a whole data-free search."""
+    from tte.auto.cost import canonical
+    from tte.auto.search import heuristic_gains, search, solve
 
     def model_cost() -> CostModel:
         cm = CostModel(load(models / f"{model}-int8.onnx"), "new:10", "stm32f746", budget_kb * KB)
@@ -92,8 +92,8 @@ def measure_search(models: Path, model: str, budget_kb: int, moves: int, jobs: i
     sur = reach_table(cm, cm.budget)
     gains = heuristic_gains(cm, sur)
     start = solve(sur, gains, cm.budget)
-    scheme = {(i.node, i.kind): i for i in start}
-    cands = [_applied(scheme, m) for m in _moves(scheme, sorted(i for i in gains if gains[i] > 0), gains)][:moves]
+    more = sorted((i for i in gains if gains[i] > 0 and i not in start), key=lambda i: -gains[i])
+    cands = list(dict.fromkeys(canonical((*start, i)) for i in more))[:moves]
     with cm.parallel(jobs):
         t0 = time.perf_counter()
         fits = cm.fitting_many(cands)
@@ -101,9 +101,8 @@ def measure_search(models: Path, model: str, budget_kb: int, moves: int, jobs: i
     cm = model_cost()
     sur = reach_table(cm, cm.budget)
     t0 = time.perf_counter()
-    with cm.parallel(jobs):
-        before = cm.evaluations
-        res = search(cm, sur, gains, cm.budget)
+    before = cm.evaluations
+    res = search(cm, sur, gains, cm.budget)
     return {"model": model, "budget_kb": budget_kb, "start_items": len(start), "moves": len(cands),
             "moves_fit": sum(c is not None and c.peak_sram_bytes <= cm.budget for c in fits), "batch_s": batch_s,
             "per_second": len(cands) / batch_s, "search_s": time.perf_counter() - t0,
@@ -125,10 +124,10 @@ def write(rows: list[dict[str, Any]], stem: Path, command: str, searches: list[d
                      f"{r['surrogate_compared']}, {100 * r['surrogate_err_max']:.1f}%, {r['surrogate_under']} |")
     jobs = searches[0]["jobs"] if searches else 1
     lines += ["", f"## The candidates of a search ({jobs} worker processes)", "",
-              "The moves of the local search around the MILP's answer (best first, the first `--moves`), planned "
-              "with `fitting_many` (exact: the cost of a scheme that fits, or proof by the stripe floors that it does "
-              "not); then one whole data-free search (MILP, repairs, local search).", "",
-              "| model | budget | MILP answer: items | moves planned (fit) | seconds | candidates / s | "
+              "The MILP's answer with one more item (the `--moves` of most gain), planned with `fitting_many` "
+              "(exact: the cost of a scheme that fits, or proof by the stripe floors that it does not); then one "
+              "whole data-free search (MILP, repairs, fill), one process.", "",
+              "| model | budget | MILP answer: items | candidates planned (fit) | seconds | candidates / s | "
               "search: candidates planned | search seconds | search: items, peak |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in searches:
@@ -144,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=REPO.parent / "shared" / "models")
     ap.add_argument("--schemes", type=int, default=20)
-    ap.add_argument("--moves", type=int, default=400)
+    ap.add_argument("--moves", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "cost_speed")
     args = ap.parse_args()
@@ -157,8 +156,8 @@ def main() -> None:
     for model, budget in CASES:
         searches.append({**measure_search(args.models, model, budget, args.moves, args.jobs), "jobs": args.jobs})
         r = searches[-1]
-        print(f"{model} @{budget} KB: {r['moves']} moves in {r['batch_s']:.1f} s ({r['per_second']:.0f}/s); search "
-              f"{r['search_evaluations']} candidates in {r['search_s']:.1f} s", flush=True)
+        print(f"{model} @{budget} KB: {r['moves']} candidates in {r['batch_s']:.1f} s ({r['per_second']:.0f}/s); "
+              f"search {r['search_evaluations']} candidates in {r['search_s']:.1f} s", flush=True)
     write(rows, args.results, "python bench/cost_speed.py" + "".join(f" {a}" for a in sys.argv[1:]), searches)
 
 

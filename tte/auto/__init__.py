@@ -125,13 +125,12 @@ def choose(graph: Graph, budget: int | None, head: str = "keep", target: str = "
         measured = {i: runs["base"].loss - runs[i.key].loss for i in candidates if i.key in runs}
         g, base_acc, lr = combine(priors, measured), runs["base"].accuracy, analysis["lr"]
     t2 = time.perf_counter()
-    with cm.parallel(jobs):  # the local search plans its moves in batches on these workers
-        res = search(cm, sur, g, cm.budget, mac_budget)
-        timings["search"] = time.perf_counter() - t2
-        if train is not None:
-            t3 = time.perf_counter()
-            res = verify(cm, sur, res, g, analysis, train, evaluation, settings, mac_budget)  # type: ignore[arg-type]
-            timings["verify"] = time.perf_counter() - t3
+    res = search(cm, sur, g, cm.budget, mac_budget)
+    timings["search"] = time.perf_counter() - t2
+    if train is not None:
+        t3 = time.perf_counter()
+        res = verify(cm, sur, res, g, analysis, train, evaluation, settings, mac_budget)  # type: ignore[arg-type]
+        timings["verify"] = time.perf_counter() - t3
     timings["exact_evaluations"] = float(cm.evaluations)
     timings["exact_seconds_per_evaluation"] = cm.seconds / max(1, cm.evaluations)
     return AutoResult(cm.scheme(res.items), res.items, res.cost, method, g, sur, cm.budget, mac_budget, base_acc,

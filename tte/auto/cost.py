@@ -6,14 +6,17 @@ classifier (or the fresh head of `--head new:N`) always trains in full, as in th
 `CostModel.exact(items)` plans the train step the way `tte compile` does (head, update spec, autodiff, the
 memory planner with its row-stripe fallback under the budget, the report's `peak_sram_bytes`) without emitting
 the C (`_plan_cost`), and memoizes the result by scheme, so a number from it is exactly what the compile will
-report. A new scheme takes 0.04-0.11 s on average on the paper models, up to 0.4 s when the row-stripe stage
-choice plans several candidates (`python bench/cost_speed.py`, bench/results/cost_speed.md): 9-27 schemes a
-second, too slow for thousands of candidates. The stage choice plans few candidates (bounds first, dominated stripe
-options dropped, stop at the first that settles the choice); what would make it faster still lives in the
-planner: reuse the forward part of the plan across schemes (only the saved tensors and the backward differ).
+report. What keeps that affordable: the placement is compiled (tte/passes/placement.c); a graph's plan is
+prepared once for its pinned and unpinned placements; inference plans are shared by schemes whose inference
+graph has the same structure; row-stripe options are built once per chain of layers and their floors come from
+the unstriped step's live bytes. `fitting_many` answers "over the budget" from those floors without planning the
+stripe candidates, and `parallel` evaluates batches on forked worker processes. Measured
+(`python bench/cost_speed.py`, bench/results/cost_speed.md): a new random scheme of 1-8 layers takes 15-28 ms
+(mean) on the paper models; the deep schemes (30-60 items) a search tries near the budget, 58-96 a second on
+two worker processes. Not thousands of candidates in seconds: a search still screens with the surrogate.
 
-So the search works on `Surrogate`, an additive model that is evaluated in 10-40 us per candidate (same runs),
-and the exact planner sees only the 20-60 schemes a search checks (MILP answers, repairs, fill batches):
+So the search works on `Surrogate`, an additive model that is evaluated in about 10 us per candidate, and the
+exact planner sees only the 20-60 schemes a search checks (MILP answers, repairs, fill batches):
 
     peak(S) ~= max over layers l reached by S of reach[l]  +  sum over weight items of (weight bytes + saved input)
 

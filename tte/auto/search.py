@@ -7,15 +7,13 @@ Method (documented in README and `tte report`):
    penalty drops items that gain nothing). The gains are `tte.auto.gains.combine`'s (or the prior alone).
 2. **Check** the solution with the exact planner (CostModel.exact). Over the budget: lower `cap` by the excess
    and solve again (at most `REPAIRS` times), then drop the item of least gain per byte until it fits.
-3. **Improve** on exact costs (`_improve`, a local search): the surrogate is only a model (the planner
-   overlaps more than it assumes, and at a large budget it need not split the first layers into row stripes),
-   so the exact peak usually leaves room, and an item the MILP left out may be worth more than one it took.
-   A move adds an item not chosen (or a larger weight ratio of a chosen layer), alone or in place of a chosen
-   item; every move that raises the summed gain is a candidate, largest rise first. They are planned exactly in
-   batches of MOVE_BATCH (`CostModel.fitting_many`, on worker processes), and of the first batch with a move
-   that fits, the move of largest rise is made; then the moves are listed again. Moves the surrogate puts
-   over the budget by more than MOVE_SLACK (its change added to the exact peak now) come after the others. It
-   stops when no move fits, or after MAX_EXACT evaluations.
+3. **Fill**: the surrogate is only a model (the planner overlaps more than it assumes, and at a large budget
+   it need not split the first layers into row stripes), so the exact peak usually leaves room. Every item not
+   chosen (or a larger weight ratio of a chosen layer) is tried in order of gain per byte and kept when the
+   exact peak still fits, in batches that double while they fit and halve when not (`_fill`); an item whose
+   surrogate increase, added to the current exact peak, overshoots the budget by more than `FILL_SLACK` is
+   passed over without a plan, and the fill stops after `FILL_CHECKS` exact evaluations or `FILL_MISSES`
+   single items in a row that did not fit.
 The result is feasible by construction: every scheme it returns was compiled by the exact planner under the
 budget.
 """
@@ -34,9 +32,9 @@ from tte.auto.cost import Cost, CostModel, Item, Surrogate, canonical
 from tte.auto.gains import prior
 
 REPAIRS = 6
-MOVE_BATCH = 16  # moves the local search evaluates at once (exact costs, best first)
-MAX_EXACT = 400  # exact evaluations of the local search at most (5-80 ms each on the paper models)
-MOVE_SLACK = 0.02  # of the budget: a move whose estimated peak overshoots by more is not planned
+FILL_CHECKS = 30  # exact evaluations of the fill at most (5-80 ms each on the paper models)
+FILL_MISSES = 6  # ... and it stops after this many single items in a row that did not fit
+FILL_SLACK = 0.02  # of the budget: a single item whose estimated peak overshoots by more is passed over
 EPS_PER_BYTE = 1e-9
 
 
@@ -125,7 +123,7 @@ def search(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float], budget: i
             break
         cap -= max(cost.peak_sram_bytes - budget, 64) if cost.peak_sram_bytes > budget else cap // 10
     chosen = _drop_until_fits(cm, sur, gains, chosen, budget, mac_budget, log)
-    chosen = _improve(cm, sur, gains, chosen, budget, mac_budget, log)
+    chosen = _fill(cm, sur, gains, chosen, budget, mac_budget, log)
     return SearchResult(chosen, cm.exact(chosen), sur.peak(chosen), cm.evaluations - checks0, log)
 
 
@@ -143,75 +141,59 @@ def _drop_until_fits(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float],
     return canonical(items)
 
 
-@dataclass(frozen=True)
-class Move:
-    """Put `add` into the scheme (a new item, or a larger weight ratio of a chosen layer) and take `drop` out:
-    the summed gain grows by `delta`."""
-
-    delta: float
-    add: Item
-    drop: Item | None = None
-
-
-def _improve(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float], chosen: tuple[Item, ...], budget: int,
-             mac_budget: int | None, log: list[str]) -> tuple[Item, ...]:
-    """Local search on exact costs (module docstring, step 3): while some move raises the summed gain and still
-    fits, make the one of largest gain among the first batch that has one. Moves go best first in batches of
-    MOVE_BATCH, each batch one `fitting_many` (on the workers of `CostModel.parallel` when open), at most
-    MAX_EXACT evaluations in all. Moves the surrogate puts more than MOVE_SLACK over the budget (its change added
-    to the exact peak now) come after the others: it is only a model, but it knows what is likely to fit."""
-    scheme = {(i.node, i.kind): i for i in chosen}
-    pool = sorted(i for i in gains if gains[i] > 0 and i in sur.bytes)
-    spent = 0
-    while spent < MAX_EXACT:
-        now, estimate = cm.exact(scheme.values()), sur.peak(scheme.values())
-        moves = sorted(_moves(scheme, pool, gains), key=lambda m: now.peak_sram_bytes - estimate + sur.peak(
-            _applied(scheme, m)) > budget * (1 + MOVE_SLACK))  # stable: by gain within each tier
-        made = None
-        for k in range(0, len(moves), MOVE_BATCH):
-            batch = moves[k:k + MOVE_BATCH][:MAX_EXACT - spent]
-            costs = cm.fitting_many(_applied(scheme, m) for m in batch)
-            spent += len(batch)
-            fits = [(m, c) for m, c in zip(batch, costs, strict=True) if c and _fits(c, budget, mac_budget)]
-            if fits:
-                made = max(fits, key=lambda mc: (mc[0].delta, -mc[1].peak_sram_bytes))
-                break
-            if spent >= MAX_EXACT:
-                break
-        if made is None:
+def _fill(cm: CostModel, sur: Surrogate, gains: Mapping[Item, float], chosen: tuple[Item, ...], budget: int,
+          mac_budget: int | None, log: list[str]) -> tuple[Item, ...]:
+    """Add (or raise to a larger ratio) items in order of gain per byte while the exact peak fits. Items go in
+    batches that double after a batch fits and halve after one does not (one exact plan per batch, as a plan
+    near the budget costs up to seconds); a single item that does not fit is passed over."""
+    items = {(i.node, i.kind): i for i in chosen}
+    queue = sorted((i for i in sur.bytes if gains.get(i, 0.0) > 0), key=lambda i: -_value(i, sur, gains))
+    now = cm.exact(chosen)
+    checks = misses = 0
+    size = 1
+    while queue:
+        batch = _next_batch(queue, items, gains, size)
+        if not batch:
             break
-        move, cost = made
-        scheme = {(i.node, i.kind): i for i in _applied(scheme, move)}
-        log.append(f"improve: added {move.add.key}" + (f" for {move.drop.key}" if move.drop else "")
-                   + f" (+{move.delta:.4f} gain), exact {cost.peak_sram_bytes:,} B")
-    log.append(f"improve: {spent} exact evaluations")
-    return canonical(scheme.values())
-
-
-def _moves(scheme: Mapping[tuple[str, str], Item], pool: list[Item], gains: Mapping[Item, float]) -> list[Move]:
-    """Every move that raises the summed gain, largest rise first: add an item (or raise a weight ratio), alone
-    or in place of a chosen item of another layer or kind."""
-    adds = []
-    for i in pool:
-        old = scheme.get((i.node, i.kind))
-        if old is None:
-            adds.append(Move(gains[i], i))
-        elif i.ratio > old.ratio and gains[i] > gains.get(old, 0.0):
-            adds.append(Move(gains[i] - gains.get(old, 0.0), i))
-    moves = list(adds)
-    for a in adds:
-        for r in scheme.values():
-            delta = a.delta - gains.get(r, 0.0)
-            if (r.node, r.kind) != (a.add.node, a.add.kind) and delta > 0:
-                moves.append(Move(delta, a.add, r))
-    return sorted(moves, key=lambda m: (-m.delta, m.add, m.drop or m.add))
-
-
-def _applied(scheme: Mapping[tuple[str, str], Item], move: Move) -> tuple[Item, ...]:
-    items = {**scheme, (move.add.node, move.add.kind): move.add}
-    if move.drop is not None:
-        del items[(move.drop.node, move.drop.kind)]
+        trial = canonical([*(v for k, v in items.items() if k not in {(i.node, i.kind) for i in batch}), *batch])
+        guess = now.peak_sram_bytes + sur.peak(trial) - sur.peak(tuple(items.values()))
+        if len(batch) == 1 and guess > budget * (1 + FILL_SLACK):
+            queue.remove(batch[0])
+            continue
+        if checks >= FILL_CHECKS or misses >= FILL_MISSES:
+            log.append(f"fill: stopped after {checks} exact evaluations ({misses} in a row did not fit)")
+            break
+        checks += 1
+        cost = cm.fitting_many([trial])[0]  # None: over the budget (known without planning every stripe option)
+        if cost is not None and _fits(cost, budget, mac_budget):
+            for i in batch:
+                items[(i.node, i.kind)] = i
+                queue.remove(i)
+            now, size, misses = cost, size * 2, 0
+            log.append(f"fill: added {', '.join(i.key for i in batch)}, exact {cost.peak_sram_bytes:,} B")
+        elif len(batch) > 1:
+            size = max(1, len(batch) // 2)
+        else:
+            queue.remove(batch[0])
+            misses += 1
     return canonical(items.values())
+
+
+def _next_batch(queue: list[Item], items: Mapping[tuple[str, str], Item], gains: Mapping[Item, float],
+                size: int) -> list[Item]:
+    """The first `size` items of `queue` that add to or raise `items` (one per layer and kind); the queue loses
+    the ones that would not (a ratio no larger, or a gain no larger, than the one chosen)."""
+    batch: list[Item] = []
+    for i in list(queue):
+        old = items.get((i.node, i.kind))
+        if old is not None and (old.ratio >= i.ratio or gains.get(old, 0.0) >= gains[i]):
+            queue.remove(i)
+            continue
+        if all((b.node, b.kind) != (i.node, i.kind) for b in batch):
+            batch.append(i)
+        if len(batch) >= size:
+            break
+    return batch
 
 
 def heuristic_gains(cm: CostModel, sur: Surrogate) -> dict[Item, float]:

@@ -2,8 +2,8 @@
  *
  * placement.py is the reference: it says what the trials, orders and fits are and why. This file does the same,
  * step for step, so that both give the same offsets, arena and winning trial for every input (tests/
- * test_placement_c.py checks it on random and real plans). The scheme search of `--update auto` plans thousands
- * of train steps, and in Python the placement was most of each plan's time.
+ * test_placement_native.py checks it on random and real plans). The scheme search of `--update auto` plans
+ * hundreds of train steps, and in Python the placement was most of each plan's time.
  *
  * Host C: malloc is fine here. Names enter as ranks (the order of the buffer names), which is all the Python
  * tie-breaks use. Offsets are int64 (an arena is far below 2^31, but relative offsets may be negative before
@@ -162,13 +162,201 @@ static int64_t fit(const unit_t *u, const member_t *members, const int64_t *size
     return s.best < 0 ? s.at : s.best;
 }
 
-static void place_unit(const unit_t *u, const member_t *members, const int64_t *size, int64_t at, int64_t *offsets,
-                       by_offset_t *placed) {
-    for (int32_t k = 0; k < u->count; k++) {
-        int32_t i = members[u->start + k].index;
-        offsets[i] = at + members[u->start + k].delta;
-        if (size[i]) insert_placed(placed, offsets, i);
+/* Everything one call works with; the caller's arrays are read only. */
+typedef struct {
+    int32_t n, nunits, nfree, npinned;
+    const int64_t *size;
+    const int32_t *first, *last;
+    int64_t alignment;
+    int32_t *unit_of, *pin_at;
+    member_t *members;
+    unit_t *units, *order; /* order: the free units, sorted per trial */
+    int64_t *fixed_at, *offsets;
+    char *is_fixed;
+    by_offset_t placed;
+    range_t *banned;
+} placer_t;
+
+/* Group buffers by the links (a, b, delta: offset of b = offset of a + delta) into units numbered by their
+ * smallest member; -1 and the link in *error when two links contradict each other. */
+static int build_units(placer_t *p, const int32_t *name_rank, int32_t n_links, const int32_t *link_a,
+                       const int32_t *link_b, const int64_t *link_delta, int32_t *error) {
+    int32_t n = p->n, *parent = malloc(sizeof(int32_t) * ((size_t)n + 1));
+    int32_t *root_unit = malloc(sizeof(int32_t) * ((size_t)n + 1)), *fill = calloc((size_t)n + 1, sizeof(int32_t));
+    int64_t *rel = malloc(sizeof(int64_t) * ((size_t)n + 1)), *dist = malloc(sizeof(int64_t) * ((size_t)n + 1));
+    int status = -1;
+    if (!parent || !root_unit || !fill || !rel || !dist) goto done;
+    for (int32_t i = 0; i < n; i++) {
+        parent[i] = i;
+        rel[i] = 0;
+        root_unit[i] = -1;
     }
+    for (int32_t k = 0; k < n_links; k++) {
+        int64_t da, db;
+        int32_t ra = find(parent, rel, link_a[k], &da), rb = find(parent, rel, link_b[k], &db);
+        if (ra == rb && db - da != link_delta[k]) {
+            *error = k;
+            status = PLACE_CONTRADICTORY_LINK;
+            goto done;
+        }
+        if (ra != rb) {
+            parent[rb] = ra;
+            rel[rb] = da + link_delta[k] - db;
+        }
+    }
+    p->nunits = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t r = find(parent, rel, i, &dist[i]);
+        if (root_unit[r] < 0) {
+            root_unit[r] = p->nunits;
+            p->units[p->nunits++].count = 0;
+        }
+        p->unit_of[i] = root_unit[r];
+        p->units[p->unit_of[i]].count++;
+    }
+    for (int32_t u = 0, start = 0; u < p->nunits; u++) {
+        p->units[u].start = start;
+        start += p->units[u].count;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        unit_t *u = &p->units[p->unit_of[i]];
+        p->members[u->start + fill[p->unit_of[i]]++] = (member_t){i, dist[i]};
+    }
+    for (int32_t u = 0; u < p->nunits; u++) {
+        unit_t *x = &p->units[u];
+        int64_t low = INT64_MAX;
+        for (int32_t k = 0; k < x->count; k++)
+            if (p->members[x->start + k].delta < low) low = p->members[x->start + k].delta;
+        x->size = INT64_MIN;
+        x->first = INT64_MAX;
+        x->last = INT64_MIN;
+        x->name = INT64_MAX;
+        for (int32_t k = 0; k < x->count; k++) {
+            member_t *m = &p->members[x->start + k];
+            m->delta -= low;
+            if (m->delta + p->size[m->index] > x->size) x->size = m->delta + p->size[m->index];
+            if (p->first[m->index] < x->first) x->first = p->first[m->index];
+            if (p->last[m->index] > x->last) x->last = p->last[m->index];
+            if (name_rank[m->index] < x->name) x->name = name_rank[m->index];
+        }
+    }
+    status = 0;
+done:
+    free(parent);
+    free(root_unit);
+    free(fill);
+    free(rel);
+    free(dist);
+    return status;
+}
+
+/* Live bytes per step (linked buffers live together share their common bytes): the aligned peak, a bound no
+ * arena can beat, and each unit's pressure (its largest live count). -1 when out of memory. */
+static int64_t live_bound(placer_t *p, int32_t n_links, const int32_t *link_a, const int32_t *link_b,
+                          const int64_t *link_delta) {
+    int32_t steps = 0;
+    for (int32_t i = 0; i < p->n; i++)
+        if (p->last[i] + 1 > steps) steps = p->last[i] + 1;
+    int64_t *live = calloc((size_t)steps + 2, sizeof(int64_t)), peak = 0, run = 0;
+    if (!live) return -1;
+    for (int32_t i = 0; i < p->n; i++) {
+        live[p->first[i]] += p->size[i];
+        live[p->last[i] + 1] -= p->size[i];
+    }
+    for (int32_t k = 0; k < n_links; k++) {
+        int32_t a = link_a[k], b = link_b[k];
+        int64_t d = link_delta[k], hi = p->size[a] < d + p->size[b] ? p->size[a] : d + p->size[b];
+        int64_t shared = hi - (d > 0 ? d : 0);
+        int32_t f = p->first[a] > p->first[b] ? p->first[a] : p->first[b];
+        int32_t l = p->last[a] < p->last[b] ? p->last[a] : p->last[b];
+        if (shared > 0 && f <= l) {
+            live[f] -= shared;
+            live[l + 1] += shared;
+        }
+    }
+    for (int32_t s = 0; s < steps; s++) {
+        run += live[s];
+        live[s] = run;
+        if (run > peak) peak = run;
+    }
+    for (int32_t u = 0; u < p->nunits; u++) {
+        int64_t most = 0;
+        for (int64_t s = p->units[u].first; s <= p->units[u].last && s < steps; s++)
+            if (live[s] > most) most = live[s];
+        p->units[u].pressure = most;
+    }
+    free(live);
+    return align_up(peak, p->alignment);
+}
+
+/* The first member of unit u at a fixed offset, or -1. */
+static int32_t anchor_of(const placer_t *p, const unit_t *u) {
+    for (int32_t k = 0; k < u->count; k++)
+        if (p->is_fixed[p->members[u->start + k].index]) return k;
+    return -1;
+}
+
+/* Pinned units (a member at a fixed offset) and free ones; -1 and the buffer in *error when a unit's fixed
+ * offsets contradict its links (or put it below 0). */
+static int pin_units(placer_t *p, int32_t n_fixed, const int32_t *fixed_index, const int64_t *fixed_offset,
+                     int32_t *error) {
+    for (int32_t k = 0; k < n_fixed; k++) {
+        p->is_fixed[fixed_index[k]] = 1;
+        p->fixed_at[fixed_index[k]] = fixed_offset[k];
+    }
+    p->npinned = p->nfree = 0;
+    for (int32_t u = 0; u < p->nunits; u++) {
+        int32_t anchor = anchor_of(p, &p->units[u]);
+        if (anchor < 0) {
+            p->order[p->nfree++] = p->units[u];
+            continue;
+        }
+        const member_t *a = &p->members[p->units[u].start + anchor];
+        int64_t at = p->fixed_at[a->index] - a->delta;
+        int bad = at < 0;
+        for (int32_t k = 0; k < p->units[u].count; k++) {
+            const member_t *m = &p->members[p->units[u].start + k];
+            if (p->is_fixed[m->index] && p->fixed_at[m->index] != at + m->delta) bad = 1;
+        }
+        if (bad) {
+            *error = a->index;
+            return PLACE_BAD_FIXED;
+        }
+        p->pin_at[p->npinned++] = u;
+    }
+    return 0;
+}
+
+static void place_unit(placer_t *p, const unit_t *u, int64_t at) {
+    for (int32_t k = 0; k < u->count; k++) {
+        int32_t i = p->members[u->start + k].index;
+        p->offsets[i] = at + p->members[u->start + k].delta;
+        if (p->size[i]) insert_placed(&p->placed, p->offsets, i);
+    }
+}
+
+/* One greedy pass: pinned units at their offsets, then the free units in `order_kind`'s order, each at its
+ * fit. Returns the arena. */
+static int64_t run_trial(placer_t *p, int tightest) {
+    qsort(p->order, (size_t)p->nfree, sizeof(unit_t), cmp_units);
+    p->placed.count = 0;
+    for (int32_t k = 0; k < p->npinned; k++) {
+        const unit_t *u = &p->units[p->pin_at[k]];
+        const member_t *a = &p->members[u->start + anchor_of(p, u)];
+        place_unit(p, u, p->fixed_at[a->index] - a->delta);
+    }
+    for (int32_t f = 0; f < p->nfree; f++) {
+        const unit_t *u = &p->order[f];
+        int32_t uid = p->unit_of[p->members[u->start].index];
+        place_unit(p, u, fit(u, p->members, p->size, p->first, p->last, p->offsets, &p->placed, p->unit_of, uid,
+                             p->alignment, tightest, p->banned));
+    }
+    int64_t arena = 0;
+    for (int32_t i = 0; i < p->n; i++) {
+        int64_t top = p->size[i] ? align_up(p->offsets[i] + p->size[i], p->alignment) : 0;
+        if (top > arena) arena = top;
+    }
+    return arena;
 }
 
 int tte_place(int32_t n, const int64_t *size, const int32_t *first, const int32_t *last, const int32_t *name_rank,
@@ -176,205 +364,50 @@ int tte_place(int32_t n, const int64_t *size, const int32_t *first, const int32_
               int32_t n_links, const int32_t *link_a, const int32_t *link_b, const int64_t *link_delta,
               int32_t n_trials, const int32_t *trial_order, const int32_t *trial_tightest, int64_t *offsets_out,
               int64_t *arena_out, int32_t *trial_out, int32_t *error_out) {
-    int status = PLACE_NO_MEMORY;
-    int32_t steps = 0, nunits = 0, npinned = 0, nfree = 0;
-    int32_t *parent = malloc(sizeof(int32_t) * ((size_t)n + 1)), *root_unit = malloc(sizeof(int32_t) * ((size_t)n + 1));
-    int32_t *unit_of = malloc(sizeof(int32_t) * ((size_t)n + 1));
-    int64_t *rel = malloc(sizeof(int64_t) * ((size_t)n + 1)), *dist = malloc(sizeof(int64_t) * ((size_t)n + 1));
-    int64_t *offsets = malloc(sizeof(int64_t) * ((size_t)n + 1)), *fixed_at = malloc(sizeof(int64_t) * ((size_t)n + 1));
-    char *is_fixed = calloc((size_t)n + 1, 1);
-    by_offset_t by_offset = {NULL, 0};
-    member_t *members = malloc(sizeof(member_t) * ((size_t)n + 1));
-    unit_t *units = malloc(sizeof(unit_t) * ((size_t)n + 1)), *order = malloc(sizeof(unit_t) * ((size_t)n + 1));
-    int32_t *pin_at = malloc(sizeof(int32_t) * ((size_t)n + 1));
-    int64_t *live = NULL;
-    range_t *banned = NULL;
+    size_t slots = (size_t)n + 1;
+    placer_t p = {n, 0, 0, 0, size, first, last, alignment, malloc(sizeof(int32_t) * slots),
+                  malloc(sizeof(int32_t) * slots), malloc(sizeof(member_t) * slots), malloc(sizeof(unit_t) * slots),
+                  malloc(sizeof(unit_t) * slots), malloc(sizeof(int64_t) * slots), malloc(sizeof(int64_t) * slots),
+                  calloc(slots, 1), {malloc(sizeof(int32_t) * slots), 0}, NULL};
+    int status = PLACE_NO_MEMORY, most = 0;
+    int64_t bound, best = -1;
     *error_out = -1;
-    if (!parent || !root_unit || !unit_of || !rel || !dist || !offsets || !fixed_at || !is_fixed ||
-        !members || !units || !order || !pin_at)
+    *trial_out = 0;
+    if (!p.unit_of || !p.pin_at || !p.members || !p.units || !p.order || !p.fixed_at || !p.offsets ||
+        !p.is_fixed || !p.placed.index)
         goto done;
-
-    /* units: link buffers (a, b, delta) into groups with offsets relative to the group */
-    for (int32_t i = 0; i < n; i++) {
-        parent[i] = i;
-        rel[i] = 0;
+    if ((status = build_units(&p, name_rank, n_links, link_a, link_b, link_delta, error_out)) != 0) {
+        if (status < 0) status = PLACE_NO_MEMORY;
+        goto done;
     }
-    for (int32_t k = 0; k < n_links; k++) {
-        int64_t da, db;
-        int32_t ra = find(parent, rel, link_a[k], &da), rb = find(parent, rel, link_b[k], &db);
-        if (ra == rb) {
-            if (db - da != link_delta[k]) {
-                status = PLACE_CONTRADICTORY_LINK;
-                *error_out = k;
-                goto done;
-            }
-            continue;
-        }
-        parent[rb] = ra;
-        rel[rb] = da + link_delta[k] - db;
-    }
-    for (int32_t i = 0; i < n; i++) root_unit[i] = -1;
-    for (int32_t i = 0; i < n; i++) { /* units numbered by their smallest member index */
-        int32_t r = find(parent, rel, i, &dist[i]);
-        if (root_unit[r] < 0) root_unit[r] = nunits++;
-        unit_of[i] = root_unit[r];
-    }
-    {
-        int32_t *fill = calloc((size_t)nunits + 1, sizeof(int32_t));
-        if (!fill) goto done;
-        for (int32_t u = 0; u < nunits; u++) units[u].count = 0;
-        for (int32_t i = 0; i < n; i++) units[unit_of[i]].count++;
-        for (int32_t u = 0, s = 0; u < nunits; u++) {
-            units[u].start = s;
-            s += units[u].count;
-        }
-        for (int32_t i = 0; i < n; i++) {
-            int32_t u = unit_of[i];
-            members[units[u].start + fill[u]].index = i;
-            members[units[u].start + fill[u]].delta = dist[i];
-            fill[u]++;
-        }
-        free(fill);
-    }
-    for (int32_t u = 0; u < nunits; u++) {
-        unit_t *x = &units[u];
-        int64_t low = INT64_MAX;
-        for (int32_t k = 0; k < x->count; k++)
-            if (members[x->start + k].delta < low) low = members[x->start + k].delta;
-        x->size = INT64_MIN;
-        x->first = INT64_MAX;
-        x->last = INT64_MIN;
-        x->name = INT64_MAX;
-        for (int32_t k = 0; k < x->count; k++) {
-            member_t *m = &members[x->start + k];
-            m->delta -= low;
-            if (m->delta + size[m->index] > x->size) x->size = m->delta + size[m->index];
-            if (first[m->index] < x->first) x->first = first[m->index];
-            if (last[m->index] > x->last) x->last = last[m->index];
-            if (name_rank[m->index] < x->name) x->name = name_rank[m->index];
-        }
-    }
-
-    /* live bytes per step (linked buffers live together share their common bytes), the bound and pressures */
-    for (int32_t i = 0; i < n; i++)
-        if (last[i] + 1 > steps) steps = last[i] + 1;
-    live = calloc((size_t)steps + 2, sizeof(int64_t));
-    if (!live) goto done;
-    for (int32_t i = 0; i < n; i++) {
-        live[first[i]] += size[i];
-        live[last[i] + 1] -= size[i];
-    }
-    for (int32_t k = 0; k < n_links; k++) {
-        int32_t a = link_a[k], b = link_b[k];
-        int64_t d = link_delta[k], hi = size[a] < d + size[b] ? size[a] : d + size[b];
-        int64_t shared = hi - (d > 0 ? d : 0);
-        int32_t f = first[a] > first[b] ? first[a] : first[b], l = last[a] < last[b] ? last[a] : last[b];
-        if (shared > 0 && f <= l) {
-            live[f] -= shared;
-            live[l + 1] += shared;
-        }
-    }
-    int64_t peak = 0, run = 0;
-    for (int32_t s = 0; s < steps; s++) {
-        run += live[s];
-        live[s] = run;
-        if (run > peak) peak = run;
-    }
-    int64_t bound = align_up(peak, alignment);
-    for (int32_t u = 0; u < nunits; u++) {
-        int64_t p = 0;
-        for (int64_t s = units[u].first; s <= units[u].last && s < steps; s++)
-            if (live[s] > p) p = live[s];
-        units[u].pressure = p;
-    }
-
-    /* pinned units (a member at a fixed offset) and free ones */
-    for (int32_t k = 0; k < n_fixed; k++) {
-        is_fixed[fixed_index[k]] = 1;
-        fixed_at[fixed_index[k]] = fixed_offset[k];
-    }
-    for (int32_t u = 0; u < nunits; u++) {
-        int32_t anchor = -1;
-        for (int32_t k = 0; k < units[u].count && anchor < 0; k++)
-            if (is_fixed[members[units[u].start + k].index]) anchor = k;
-        if (anchor < 0) {
-            order[nfree++] = units[u];
-            continue;
-        }
-        member_t *a = &members[units[u].start + anchor];
-        int64_t at = fixed_at[a->index] - a->delta;
-        int bad = at < 0;
-        for (int32_t k = 0; k < units[u].count; k++) {
-            member_t *m = &members[units[u].start + k];
-            if (is_fixed[m->index] && fixed_at[m->index] != at + m->delta) bad = 1;
-        }
-        if (bad) {
-            status = PLACE_BAD_FIXED;
-            *error_out = a->index;
-            goto done;
-        }
-        pin_at[npinned++] = u;
-    }
-
-    {
-        int32_t most = 0; /* a linked unit's banned ranges: each member against every placed buffer */
-        for (int32_t u = 0; u < nunits; u++)
-            if (units[u].count > 1 && units[u].count > most) most = units[u].count;
-        banned = malloc(sizeof(range_t) * ((size_t)most * (size_t)n + 1));
-        by_offset.index = malloc(sizeof(int32_t) * ((size_t)n + 1));
-        if (!banned || !by_offset.index) goto done;
-    }
-
-    int64_t best_arena = -1;
-    for (int32_t t = 0; t < n_trials; t++) {
+    status = PLACE_NO_MEMORY;
+    if ((bound = live_bound(&p, n_links, link_a, link_b, link_delta)) < 0) goto done;
+    if ((status = pin_units(&p, n_fixed, fixed_index, fixed_offset, error_out)) != 0) goto done;
+    status = PLACE_NO_MEMORY;
+    for (int32_t u = 0; u < p.nunits; u++) /* a linked unit's banned ranges: each member against every buffer */
+        if (p.units[u].count > 1 && p.units[u].count > most) most = p.units[u].count;
+    if (!(p.banned = malloc(sizeof(range_t) * ((size_t)most * (size_t)n + 1)))) goto done;
+    for (int32_t t = 0; t < n_trials && (best < 0 || best > bound); t++) {
         order_kind = trial_order[t];
-        qsort(order, (size_t)nfree, sizeof(unit_t), cmp_units);
-        by_offset.count = 0;
-        for (int32_t p = 0; p < npinned; p++) {
-            const unit_t *u = &units[pin_at[p]];
-            int32_t anchor = -1;
-            for (int32_t k = 0; k < u->count && anchor < 0; k++)
-                if (is_fixed[members[u->start + k].index]) anchor = k;
-            int64_t at = fixed_at[members[u->start + anchor].index] - members[u->start + anchor].delta;
-            place_unit(u, members, size, at, offsets, &by_offset);
-        }
-        for (int32_t f = 0; f < nfree; f++) {
-            const unit_t *u = &order[f];
-            int32_t uid = unit_of[members[u->start].index];
-            int64_t at = fit(u, members, size, first, last, offsets, &by_offset, unit_of, uid, alignment,
-                             trial_tightest[t], banned);
-            place_unit(u, members, size, at, offsets, &by_offset);
-        }
-        int64_t arena = 0;
-        for (int32_t i = 0; i < n; i++) {
-            if (!size[i]) continue;
-            int64_t top = align_up(offsets[i] + size[i], alignment);
-            if (top > arena) arena = top;
-        }
-        if (best_arena < 0 || arena < best_arena) {
-            best_arena = arena;
+        int64_t arena = run_trial(&p, trial_tightest[t]);
+        if (best < 0 || arena < best) { /* the first trial reaching the smallest arena wins */
+            best = arena;
             *trial_out = t;
-            memcpy(offsets_out, offsets, sizeof(int64_t) * (size_t)n);
+            memcpy(offsets_out, p.offsets, sizeof(int64_t) * (size_t)n);
         }
-        if (best_arena <= bound) break;
     }
-    *arena_out = best_arena;
+    *arena_out = best < 0 ? 0 : best;
     status = PLACE_OK;
 done:
-    free(parent);
-    free(root_unit);
-    free(unit_of);
-    free(rel);
-    free(dist);
-    free(offsets);
-    free(fixed_at);
-    free(is_fixed);
-    free(members);
-    free(units);
-    free(order);
-    free(pin_at);
-    free(live);
-    free(banned);
-    free(by_offset.index);
+    free(p.unit_of);
+    free(p.pin_at);
+    free(p.members);
+    free(p.units);
+    free(p.order);
+    free(p.fixed_at);
+    free(p.offsets);
+    free(p.is_fixed);
+    free(p.placed.index);
+    free(p.banned);
     return status;
 }
