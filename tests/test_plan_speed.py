@@ -68,15 +68,17 @@ def test_warm_caches_give_the_cold_plans():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/models is absent")
 def test_paper_model_stage_choice_and_caches(monkeypatch):
-    """proxyless-w0.3 with its 98kb scheme under the smallest arena: two stages, to blocks.1's projection and
-    through blocks.3's, each output nested in its input; the same plan with floors or not, warm or cold."""
+    """proxyless-w0.3 with its 98kb scheme under the smallest arena: three rolling stages, to blocks.0's
+    projection, through blocks.1's and through blocks.3's, each output nested in its input; the same plan with
+    floors or not, warm or cold."""
     scheme = json.loads((SHARED / "paper_schemes.json").read_text())["proxyless-w0.3"]["98kb"]
     program = train_program(normalize(load(SHARED / "proxyless-w0.3-int8.onnx")),
                             TrainConfig("sparse", "new:10", scheme=scheme))
     _clear_caches()
     fast = _summary(train_layout.plan_layout(program, "m", 100 * 1024))
-    assert fast[0] == ("stage[first_conv .. blocks.1.pointwise2]", "stage[blocks.2.pointwise1 .. blocks.3.pointwise2]")
-    assert len(fast[5]) == 2  # both stage outputs nested in their inputs
+    assert fast[0] == ("stage[first_conv .. blocks.0.pointwise2]", "stage[blocks.1.pointwise1 .. blocks.1.pointwise2]",
+                       "stage[blocks.2.pointwise1 .. blocks.3.pointwise2]")
+    assert fast[1] == ((1, True),) * 3 and len(fast[5]) == 3  # every stage output nested in its input
     assert _summary(train_layout.plan_layout(program, "m", 100 * 1024)) == fast
     _clear_caches()
     _every_option(monkeypatch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,34 @@ def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, *resnet.inputs[0].shape[1:])).astype(np.float32),
              y=np.array([1, 2]))
+    data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
+    capsys.readouterr()
+    assert tte_main(["simulate", str(out), *data]) == 0
+    on_host = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert tte_main(["run", str(out), "--emulator", *data]) == 0
+    on_device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None
+                    or not SHARED.is_dir(), reason="needs arm-none-eabi-gcc, qemu-system-arm and ../shared/models")
+def test_paper_model_three_stages_train_in_qemu_as_on_the_host(tmp_path, capsys):
+    """proxyless-w0.3 with its 98kb scheme at 140 KB: three rolling stages in a row (bench/paper.py's case); two
+    train steps in QEMU give the host build's losses and parameters."""
+    scheme = json.loads((SHARED / "paper_schemes.json").read_text())["proxyless-w0.3"]["98kb"]
+    (tmp_path / "s.json").write_text(json.dumps(scheme))
+    out = tmp_path / "m"
+    assert tte_main(["compile", str(SHARED / "proxyless-w0.3-int8.onnx"), "-o", str(out), "--update",
+                     f"sparse:{tmp_path / 's.json'}", "--head", "new:10", "--target", "cortex-m7",
+                     "--budget", "140KB"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["stripes"] for r in report["layers"] if r["op"] == STAGE_OP] == ["1 row per stripe, rolling"] * 3
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32), y=np.array([1, 2]))
     data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
     capsys.readouterr()
     assert tte_main(["simulate", str(out), *data]) == 0
