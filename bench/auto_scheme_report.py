@@ -65,13 +65,17 @@ def tally(results: list[dict[str, Any]], seeds: int) -> str:
               if f"{m}_accs" in r]
     worst = [f"{r['model']} {r['budget_kb']} KB ({100 * (r['auto_acc'] - r['paper_acc']):+.1f})" for r in paper
              if r["auto_acc"] < r["paper_acc"]]
+    not_above = [f"{r['model']} {r['budget_kb']} KB ({100 * (r['auto_acc'] - r['last_acc']):+.1f})" for r in last
+                 if r["auto_acc"] <= r["last_acc"]]
+    none_fits = [f"{r['model']} {r['budget_kb']} KB" for res in results for r in res["rows"] if "auto_acc" not in r]
     return (f"**Reading.** Over the budgets where a scheme fits: auto >= the hand-made scheme in "
             f"{sum(r['auto_acc'] >= r['paper_acc'] for r in paper)} of {len(paper)} cases, auto > last:N in "
             f"{sum(r['auto_acc'] > r['last_acc'] for r in last)} of {len(last)} (means over {seeds} seeds). "
-            f"Auto below the hand-made scheme: {', '.join(worst) or 'none'}. The spread between seeds of one "
-            f"scheme is {100 * float(np.median(spread)):.1f} points (median; max "
-            f"{100 * max(spread, default=0.0):.1f}), so differences of about that size are noise. 64 KB is below "
-            "what training the classifier alone needs on the paper models.")
+            f"Auto below the hand-made scheme: {', '.join(worst) or 'none'}; not above last:N: "
+            f"{', '.join(not_above) or 'none'}. The spread between seeds of one scheme is "
+            f"{100 * float(np.median(spread)):.1f} points (median; max {100 * max(spread, default=0.0):.1f}), so "
+            "differences of about that size are noise. Budgets below what training the classifier alone needs: "
+            f"{', '.join(none_fits) or 'none'}.")
 
 
 def _acc(r: dict[str, Any], m: str) -> str:
