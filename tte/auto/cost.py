@@ -11,8 +11,8 @@ prepared once for its pinned and unpinned placements; inference plans are shared
 graph has the same structure; row-stripe options are built once per chain of layers and their floors come from
 the unstriped step's live bytes. `fitting_many` answers "over the budget" from those floors without planning the
 stripe candidates, and `parallel` evaluates batches on forked worker processes. Measured
-(`python bench/cost_speed.py`, bench/results/cost_speed.md): a new random scheme of 1-8 layers takes 15-28 ms
-(mean) on the paper models; the deep schemes (30-60 items) a search tries near the budget, 58-96 a second on
+(`python bench/cost_speed.py`, bench/results/cost_speed.md): a new random scheme of 1-8 layers takes 16-25 ms
+(mean) on the paper models; the deep schemes (30-60 items) a search tries near the budget, 43-69 a second on
 two worker processes. Not thousands of candidates in seconds: a search still screens with the surrogate.
 
 So the search works on `Surrogate`, an additive model that is evaluated in about 10 us per candidate, and the
