@@ -102,9 +102,10 @@ def plan_both(tg: TrainingGraph, infer: Graph, home: dict[str, str], external: d
                key=lambda p: (p.arena, len(p.plan.tied) + len(p.infer_plan.tied), p.plan.offset(x)))
 
 
-def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena_budget: int) -> Planned:
+def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena_budget: int,
+            floor: Callable[..., int]) -> Planned:
     """The first layers in row stripes (tte/passes/stripes.py: one stage, or a few in a row) when that gives a
-    smaller arena."""
+    smaller arena; `floor`: `after_stages` of the step."""
     tg, infer = base.tg, base.infer
     staged: dict[tuple[int, ...], tuple[tuple[Node, ...], TrainingGraph, Graph]] = {}  # by the stage nodes' ids
 
@@ -122,7 +123,7 @@ def striped(base: Planned, home: dict[str, str], external: dict[str, str], arena
         p = plan_both(*stage((node, scratch), *later), home, external)
         return p, p.arena
 
-    best = pick_stage(tg.graph, set(home), plan, arena_budget, after_stages(tg, home))  # the input lives in the arena
+    best = pick_stage(tg.graph, set(home), plan, arena_budget, floor)  # the input lives in the arena
     return best[0] if best is not None and best[1] < base.arena else base
 
 
@@ -186,15 +187,16 @@ def layout_if_fits(program: TrainingGraph, name: str, budget: int | None, reserv
     planned = plan_both(tg, infer, home, external)
     static = sum(tg.graph[s].nbytes for s in tg.state_names) + sum(b.nbytes for b in outputs)
     if budget is not None and planned.arena + static + reserve > budget:
-        if give_up and not _may_fit(tg, home, budget - static - reserve):
+        floor = after_stages(tg, home)
+        if give_up and not _may_fit(tg, home, budget - static - reserve, floor):
             return None
-        planned = striped(planned, home, external, budget - static - reserve)
+        planned = striped(planned, home, external, budget - static - reserve, floor)
     return Layout(planned, home, external, static)
 
 
-def _may_fit(tg: TrainingGraph, home: dict[str, str], arena_budget: int) -> bool:
-    """Whether some stripe candidate's floor (a lower bound of its arena) is within `arena_budget`."""
-    after = after_stages(tg, home)
+def _may_fit(tg: TrainingGraph, home: dict[str, str], arena_budget: int, after: Callable[..., int]) -> bool:
+    """Whether some stripe candidate's floor (a lower bound of its arena; `after`: `after_stages`) is within
+    `arena_budget`."""
     for cand in stage_choices(tg.graph, set(home), MAX_STAGES):
         low = max(o.floor for o in cand)
         if low <= arena_budget and after(cand[0].node, cand[0].scratch,

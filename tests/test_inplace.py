@@ -4,7 +4,6 @@ ties and scratch buffers, and whole train steps that use them."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -270,6 +269,8 @@ def test_paper_model_trains_in_place_in_qemu_as_on_the_host(tmp_path, capsys, mo
     """mbv2-w0.35 with its 99kb scheme and a new head, every depthwise candidate in place (forward and input
     gradients; the plan alone would keep the faster kernels): two train steps in QEMU (Cortex-M7) give the host
     build's losses and parameters."""
+    from train_helpers import host_and_emulator
+
     models = Path(tte.__file__).resolve().parents[1].parent / "shared" / "models"
     if not (models / "mbv2-w0.35-int8.onnx").is_file():
         pytest.skip(f"{models} is absent")
@@ -285,9 +286,5 @@ def test_paper_model_trains_in_place_in_qemu_as_on_the_host(tmp_path, capsys, mo
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32), y=np.array([3, 7]))
     data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
-    capsys.readouterr()
-    assert tte_main(["simulate", str(out), *data]) == 0
-    host = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert tte_main(["run", str(out), "--emulator", *data]) == 0
-    device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    host, device = host_and_emulator(out, data, capsys)
     assert device["losses"] == host["losses"] and device["params_sha256"] == host["params_sha256"]

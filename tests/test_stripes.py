@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_helpers import NetBuilder
+from train_helpers import NetBuilder, host_and_emulator
 
 from tte import host, ops
 from tte.cli import main as tte_main
@@ -235,11 +235,7 @@ def test_residual_stage_trains_in_qemu_as_on_the_host(resnet, tmp_path, capsys):
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, *resnet.inputs[0].shape[1:])).astype(np.float32),
              y=np.array([1, 2]))
     data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
-    capsys.readouterr()
-    assert tte_main(["simulate", str(out), *data]) == 0
-    on_host = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert tte_main(["run", str(out), "--emulator", *data]) == 0
-    on_device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    on_host, on_device = host_and_emulator(out, data, capsys)
     assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]
 
 
@@ -263,11 +259,7 @@ def test_paper_model_three_stages_train_in_qemu_as_on_the_host(tmp_path, capsys)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32), y=np.array([1, 2]))
     data = ["--data", str(tmp_path / "d.npz"), "--steps", "2"]
-    capsys.readouterr()
-    assert tte_main(["simulate", str(out), *data]) == 0
-    on_host = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert tte_main(["run", str(out), "--emulator", *data]) == 0
-    on_device = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    on_host, on_device = host_and_emulator(out, data, capsys)
     assert on_device["losses"] == on_host["losses"] and on_device["params_sha256"] == on_host["params_sha256"]
 
 

@@ -7,6 +7,8 @@ output quantization from the observed range (ReLU6 clamps it to [0, 6]), quantiz
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,15 @@ def mobilenet_like(seed: int = 0, hw: int = 12, classes: int = 6) -> Graph:
     nb.reshape((1, 8), name="flatten")
     nb.fc(classes, name="classifier")
     return nb.graph()
+
+
+def host_and_emulator(out, data: list[str], capsys) -> tuple[dict, dict]:
+    """The summaries (last JSON line) of `tte simulate OUT DATA` and `tte run OUT --emulator DATA`."""
+    from tte.cli import main as tte_main
+
+    capsys.readouterr()
+    runs = []
+    for cmd in (["simulate", str(out)], ["run", str(out), "--emulator"]):
+        assert tte_main([*cmd, *data]) == 0
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    return runs[0], runs[1]

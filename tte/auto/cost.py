@@ -151,14 +151,10 @@ class CostModel:
         """`exact` of each scheme; the new ones on the worker processes of `parallel` when it is open."""
         keys = [canonical(s) for s in schemes]
         todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
-        if self._pool is not None and len(todo) > 1:
-            t0 = time.perf_counter()
-            chunk = max(1, len(todo) // (4 * self._jobs))
-            for k, cost in zip(todo, self._pool.map(_work, todo, chunksize=chunk), strict=True):
-                self.memo[k] = cost
-            self.seconds += time.perf_counter() - t0
-            self.evaluations += len(todo)
-        return [self.exact(k) for k in keys]
+        for k, cost in zip(todo, self._evaluate(todo, give_up=False), strict=True):
+            assert cost is not None
+            self.memo[k] = cost
+        return [self.memo[k] for k in keys]
 
     @contextlib.contextmanager
     def parallel(self, jobs: int | None = None) -> Iterator[CostModel]:
@@ -183,19 +179,24 @@ class CostModel:
         but cheaper when the row-stripe candidates' floors already exceed the budget (none is planned then)."""
         keys = [canonical(s) for s in schemes]
         todo = list(dict.fromkeys(k for k in keys if k not in self.memo and k not in self.over))
-        t0 = time.perf_counter()
-        if self._pool is not None and len(todo) > 1:
-            results = self._pool.map(_fit_work, todo, chunksize=max(1, len(todo) // (4 * self._jobs)))
-        else:
-            results = [self._compile(k, give_up=True) for k in todo]
-        for k, cost in zip(todo, results, strict=True):
+        for k, cost in zip(todo, self._evaluate(todo, give_up=True), strict=True):
             if cost is None:
                 self.over.add(k)
             else:
                 self.memo[k] = cost
+        return [None if k in self.over else self.memo[k] for k in keys]
+
+    def _evaluate(self, todo: list[tuple[Item, ...]], give_up: bool) -> list[Cost | None]:
+        """`_compile` of each new scheme, on the workers of `parallel` when open (timed and counted)."""
+        t0 = time.perf_counter()
+        if self._pool is not None and len(todo) > 1:
+            chunk = max(1, len(todo) // (4 * self._jobs))
+            results = self._pool.map(_work, [(k, give_up) for k in todo], chunksize=chunk)
+        else:
+            results = [self._compile(k, give_up) for k in todo]
         self.seconds += time.perf_counter() - t0
         self.evaluations += len(todo)
-        return [None if k in self.over else self.memo[k] for k in keys]
+        return results
 
     def _compile(self, items: tuple[Item, ...], give_up: bool = False) -> Cost | None:
         from tte.train import build_training_graph
@@ -257,14 +258,9 @@ class CostModel:
 _WORKER: CostModel | None = None  # the cost model the forked workers of `CostModel.parallel` evaluate with
 
 
-def _work(items: tuple[Item, ...]) -> Cost | None:
+def _work(task: tuple[tuple[Item, ...], bool]) -> Cost | None:
     assert _WORKER is not None
-    return _WORKER._compile(items)
-
-
-def _fit_work(items: tuple[Item, ...]) -> Cost | None:
-    assert _WORKER is not None
-    return _WORKER._compile(items, give_up=True)
+    return _WORKER._compile(*task)
 
 
 def _plan_cost(program: Any, budget: int | None, stack: int, give_up: bool = False) -> Cost | None:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tte.passes import placement_native
+
 
 class Interval(Protocol):
     name: str
@@ -144,8 +146,6 @@ def place(bufs: Sequence[Interval], alignment: int, fixed: Mapping[int, int],
     b at offset(a) + delta and let the two share bytes. Deterministic: the first trial reaching the smallest
     arena wins.
     """
-    from tte.passes import placement_native
-
     if placement_native.enabled():  # the same placement, compiled (placement.c)
         names = list(ORDERS)
         offsets, arena, won = placement_native.place(bufs, alignment, fixed, links,
